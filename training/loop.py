@@ -1,0 +1,271 @@
+"""The training loop: one encoder, several heads, task batches mixed by temperature sampling.
+
+Read it top to bottom: data -> windows -> model -> (resume) -> epochs of mixed task batches with
+warmup/decay and gradient accumulation -> dev evaluation -> best checkpoint -> model store.
+A run lives in ``KHABAR_HOME/runs/<name>-<config hash>``; the same command after a crash (even a
+SIGKILL) resumes from the last checkpoint there.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from khabar.env import khabar_home
+from khabar.eval.scoring import primary_metric, score_examples
+from khabar.models.backbones import backbone_identity, load_encoder, load_tokenizer, resolve_backbone
+from khabar.models.multitask import KhabarModel
+from khabar.models.predictor import Predictor
+from khabar.models.schema import ModelSchema
+from khabar.models.store import save_model
+from khabar.models.windows import collate
+from khabar.training.checkpoint import load_checkpoint, save_checkpoint
+from khabar.training.config import TrainConfig
+from khabar.training.data import IGNORE, build_windows, load_examples, task_labels
+from khabar.training.plots import plot_curves
+
+
+def run_dir_for(cfg: TrainConfig) -> Path:
+    """Where a config's run lives; the config hash makes the same command find it again."""
+    return khabar_home() / "runs" / f"{cfg.name}-{cfg.fingerprint()}"
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_plan(sizes: dict[str, list[int]], cfg: TrainConfig, epoch: int) -> list[tuple[str, list[int]]]:
+    """The batches of one epoch as (task, window indices).
+
+    Within a task: shuffle, then sort by length inside chunks of 50 batches (length-grouped
+    batches pad little but stay random). Across tasks: each step picks a task with probability
+    proportional to n_batches ** (1 / T): T=1 is proportional, larger T upsamples small tasks.
+    """
+    rng = random.Random(cfg.seed * 1000 + epoch)
+    per_task = {}
+    for task, lengths in sizes.items():
+        order = list(range(len(lengths)))
+        rng.shuffle(order)
+        chunk = cfg.batch_size * 50
+        batches = []
+        for c in range(0, len(order), chunk):
+            part = sorted(order[c: c + chunk], key=lambda i: lengths[i])
+            batches += [part[b: b + cfg.batch_size] for b in range(0, len(part), cfg.batch_size)]
+        rng.shuffle(batches)
+        per_task[task] = batches
+    tasks = list(per_task)
+    weights = [len(per_task[t]) ** (1.0 / cfg.sampling_temperature) for t in tasks]
+    total = sum(len(b) for b in per_task.values())
+    if cfg.max_steps_per_epoch:
+        total = min(total, cfg.max_steps_per_epoch)
+    cursor = {t: 0 for t in tasks}
+    plan = []
+    for _ in range(total):
+        task = rng.choices(tasks, weights)[0]
+        batches = per_task[task]
+        plan.append((task, batches[cursor[task] % len(batches)]))
+        cursor[task] += 1
+    return plan
+
+
+def make_batch(items: list, idx: list[int], task: str, pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad the windows of one batch and attach labels (-100 on padding for NER)."""
+    windows = [items[i][0] for i in idx]
+    batch = collate(windows, pad_id)
+    if task == "ner":
+        labels = torch.full(batch["input_ids"].shape, IGNORE, dtype=torch.long)
+        for r, i in enumerate(idx):
+            lab = items[i][1]
+            labels[r, : len(lab)] = torch.tensor(lab)
+    else:
+        labels = torch.tensor([items[i][1] for i in idx], dtype=torch.long)
+    batch["labels"] = labels
+    return batch
+
+
+def evaluate_dev(model: KhabarModel, tokenizer, examples: dict, cfg: TrainConfig) -> dict:
+    """Dev metrics per task and source, through the same predictor the service uses."""
+    predictor = Predictor(model, tokenizer, model.schema, batch_size=cfg.eval_batch_size,
+                          threads=torch.get_num_threads())
+    metrics: dict = {}
+    for task, te in examples.items():
+        for name, exs in te.dev.items():
+            if exs:
+                metrics.setdefault(task, {})[name] = score_examples(
+                    predictor, task, exs, model.schema.tasks[task] if task != "ner" else None).metrics
+    model.train()
+    return metrics
+
+
+def dev_score(metrics: dict) -> float | None:
+    """Mean of the primary metric over every dev set: the number early stopping watches."""
+    values = [primary_metric(task, m) for task, sets in metrics.items() for m in sets.values()]
+    return float(np.mean(values)) if values else None
+
+
+def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
+    """Train (or resume) ``cfg``; store the best model; return ``{"tag", "dev_metrics", ...}``."""
+    from accelerate import Accelerator
+    from transformers import get_linear_schedule_with_warmup
+
+    run_dir = run_dir_for(cfg)
+    if restart and run_dir.exists():
+        shutil.rmtree(run_dir)
+    done = run_dir / "done.json"
+    if done.exists():
+        result = json.loads(done.read_text())
+        log(f"this config was already trained: {result['tag']} (use --restart to train again)")
+        return result
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str))
+    set_seed(cfg.seed)
+
+    # Data and windows.
+    resolved = resolve_backbone(cfg.backbone)
+    tokenizer = load_tokenizer(resolved)
+    examples = load_examples(cfg, log=log)
+    labels = {t: task_labels(t, te.train, cfg.tasks[t].labels) for t, te in examples.items()}
+    items = {t: build_windows(t, te.train, tokenizer, labels[t], cfg, log=log) for t, te in examples.items()}
+    sizes = {t: [len(w) for w, _ in its] for t, its in items.items()}
+
+    # Model, optimizer (heads learn faster than the pretrained encoder), schedule.
+    schema = ModelSchema(tasks=labels, max_length=cfg.max_length, stride=cfg.stride,
+                         backbone=backbone_identity(cfg.backbone, resolved))
+    model = KhabarModel(load_encoder(resolved), schema, dropout=cfg.dropout)
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    groups = [
+        {"params": [p for n, p in model.encoder.named_parameters() if not n.endswith(no_decay)],
+         "weight_decay": cfg.weight_decay, "lr": cfg.lr},
+        {"params": [p for n, p in model.encoder.named_parameters() if n.endswith(no_decay)],
+         "weight_decay": 0.0, "lr": cfg.lr},
+        {"params": list(model.heads.parameters()), "weight_decay": 0.0, "lr": cfg.head_lr},
+    ]
+    optimizer = torch.optim.AdamW(groups)
+    steps_per_epoch = len(epoch_plan(sizes, cfg, 0))
+    total_updates = math.ceil(steps_per_epoch * cfg.epochs / cfg.grad_accum)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_updates), total_updates)
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available())
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    raw_model = accelerator.unwrap_model(model)
+
+    state = {"epoch": 0, "step": 0, "best": None, "bad_epochs": 0, "history": [], "train_seconds": 0.0,
+             "examples": 0}
+    resumed = load_checkpoint(run_dir, raw_model, optimizer, scheduler)
+    if resumed is not None:
+        state = resumed
+        log(f"resuming {run_dir.name} at epoch {state['epoch'] + 1}, step {state['step']}")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    model.train()
+    stop = False
+    while state["epoch"] < cfg.epochs and not stop:
+        epoch = state["epoch"]
+        plan = epoch_plan(sizes, cfg, epoch)
+        bar = tqdm(total=len(plan), initial=state["step"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   unit="batch", dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 15)
+        losses, t0, seen = [], time.perf_counter(), 0
+        for step in range(state["step"], len(plan)):
+            task, idx = plan[step]
+            batch = make_batch(items[task], idx, task, pad_id)
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            target = batch.pop("labels")
+            with accelerator.accumulate(model):
+                logits = model(**batch, tasks=(task,))[task]
+                loss = torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            losses.append(loss.item())
+            seen += len(idx)
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", ex_s=f"{seen / max(elapsed, 1e-9):.1f}")
+            bar.update(1)
+            state["step"] = step + 1
+            if cfg.checkpoint_every_steps and state["step"] % cfg.checkpoint_every_steps == 0:
+                state["train_seconds"] += time.perf_counter() - t0
+                state["examples"] += seen
+                t0, seen = time.perf_counter(), 0
+                save_checkpoint(run_dir, raw_model, optimizer, scheduler, state)
+        bar.close()
+        state["train_seconds"] += time.perf_counter() - t0
+        state["examples"] += seen
+
+        metrics = evaluate_dev(raw_model, tokenizer, examples, cfg)
+        score = dev_score(metrics)
+        entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None,
+                 "dev_score": score, "dev": metrics,
+                 "examples_per_s": state["examples"] / max(state["train_seconds"], 1e-9)}
+        state["history"].append(entry)
+        with open(run_dir / "log.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
+        log(f"epoch {epoch + 1}: loss {entry['train_loss']:.4f}, dev score "
+            f"{'n/a' if score is None else f'{score:.4f}'}")
+        if score is None or state["best"] is None or score > state["best"]:
+            state["best"], state["bad_epochs"] = score, 0
+            from safetensors.torch import save_file
+            save_file({k: v.contiguous() for k, v in raw_model.state_dict().items()}, str(run_dir / "best.tmp"))
+            os.replace(run_dir / "best.tmp", run_dir / "best.safetensors")
+            state["best_epoch"] = epoch + 1
+        else:
+            state["bad_epochs"] += 1
+            stop = state["bad_epochs"] >= cfg.patience
+            if stop:
+                log(f"early stopping: no dev improvement for {cfg.patience} epoch(s)")
+        state["epoch"], state["step"] = epoch + 1, 0
+        save_checkpoint(run_dir, raw_model, optimizer, scheduler, state)
+        plot_curves(state["history"], run_dir / "curves.png")
+
+    return _finish(cfg, run_dir, raw_model, tokenizer, examples, state, log)
+
+
+def _finish(cfg, run_dir: Path, model: KhabarModel, tokenizer, examples: dict, state: dict, log) -> dict:
+    """Load the best weights, write the artifact to the store, mark the run done."""
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
+    best = next((h for h in state["history"] if h["epoch"] == state.get("best_epoch")), state["history"][-1])
+    training = {
+        "config": cfg.to_dict(),
+        "data": {t: te.sources for t, te in examples.items()},
+        "dev_metrics": best["dev"],
+        "best_epoch": state.get("best_epoch"),
+        "history": state["history"],
+        "examples_per_s": state["examples"] / max(state["train_seconds"], 1e-9),
+        "train_seconds": state["train_seconds"],
+        "code_version": _code_version(),
+    }
+    tag = save_model(model, tokenizer, training=training, labels={"stage": "trained", "run": run_dir.name},
+                     extra_files=[run_dir / "log.jsonl", run_dir / "curves.png"])
+    result = {"tag": tag, "dev_metrics": best["dev"], "run_dir": str(run_dir)}
+    (run_dir / "done.tmp").write_text(json.dumps(result, indent=2))
+    os.replace(run_dir / "done.tmp", run_dir / "done.json")
+    log(f"saved {tag}")
+    return result
+
+
+def _code_version() -> str:
+    import subprocess
+
+    import khabar
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    return f"{khabar.__version__}+{rev}" if rev else khabar.__version__
