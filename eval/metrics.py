@@ -62,3 +62,68 @@ def ner_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) ->
                 for k, v in report.items() if not k.endswith("avg")}
     return {"n_sentences": len(gold), "micro_f1": float(f1_score(gold, pred, zero_division=0)),
             "per_type": per_type}
+
+
+def macro_labels(gold: Sequence[str], model_labels: Sequence[str]) -> list[str]:
+    """The labels a file's macro-F1 averages over: the model's labels that occur in its gold.
+
+    A label the file never uses (ANS has no ``unrelated``) would add an F1 of 0 and say nothing
+    about the model; predicting it wrongly still costs recall on the true labels.
+    """
+    present = set(gold)
+    return [lab for lab in model_labels if lab in present] or sorted(present)
+
+
+def confusion_matrix(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> list[list[int]]:
+    """Counts with gold labels as rows and predictions as columns, both in ``labels`` order.
+
+    Predictions outside ``labels`` (a label the file does not use) go to an extra last column.
+    """
+    index = {lab: i for i, lab in enumerate(labels)}
+    matrix = [[0] * (len(labels) + 1) for _ in labels]
+    for g, p in zip(gold, pred):
+        if g in index:
+            matrix[index[g]][index.get(p, len(labels))] += 1
+    return matrix
+
+
+def reliability(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> dict:
+    """Calibration of top-label confidences: ``{"ece", "bins": [{lo, hi, n, confidence, accuracy}]}``.
+
+    Equal-width bins over [0, 1]; ECE is the bin-size weighted mean of |accuracy - confidence|
+    (Guo et al. 2017). Empty bins are listed with ``n`` 0 and no averages.
+    """
+    if len(confidence) != len(correct):
+        raise ValueError(f"{len(confidence)} confidences but {len(correct)} outcomes")
+    if not confidence:
+        raise ValueError("no predictions to calibrate")
+    edges = [i / bins for i in range(bins + 1)]
+    groups: list[list[tuple[float, bool]]] = [[] for _ in range(bins)]
+    for c, ok in zip(confidence, correct):
+        # Bins are [lo, hi); a confidence of exactly 1.0 belongs to the last one.
+        b = min(bins - 1, max(0, int(c * bins)))
+        groups[b].append((float(c), bool(ok)))
+    total = len(confidence)
+    ece, out = 0.0, []
+    for b, group in enumerate(groups):
+        entry = {"lo": edges[b], "hi": edges[b + 1], "n": len(group), "confidence": None, "accuracy": None}
+        if group:
+            conf = sum(c for c, _ in group) / len(group)
+            acc = sum(ok for _, ok in group) / len(group)
+            entry.update(confidence=conf, accuracy=acc)
+            ece += len(group) / total * abs(acc - conf)
+        out.append(entry)
+    return {"ece": ece, "bins": out}
+
+
+def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
+    """``{(type, first token, last token)}`` of a BIO sequence, as seqeval reads it."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    return set(get_entities(list(tags)))
+
+
+def entity_counts(gold: Sequence[str], pred: Sequence[str]) -> tuple[int, int, int]:
+    """``(true positives, predicted, gold)`` entities of one sentence under strict matching."""
+    g, p = entity_spans(gold), entity_spans(pred)
+    return len(g & p), len(p), len(g)

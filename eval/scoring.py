@@ -19,21 +19,36 @@ class Scored:
     probs: list
 
 
-def score_examples(predictor, task: str, examples: list, labels: list[str] | None = None,
-                   batch: int = 64) -> Scored:
-    """Predict and score ``examples`` (readers' Topic/Stance/NerExample) for ``task``."""
+def request_for(task: str, example) -> "LabelRequest":
+    """The service request that labels one example: the whole article (title and body), one
+    (target, text) pair, or a CoNLL sentence joined with spaces."""
     from khabar.models.predictor import LabelRequest
 
+    if task == "topic":
+        text = f"{example.title}\n{example.text}" if example.title else example.text
+        return LabelRequest(text, (), ("topic",))
+    if task == "stance":
+        return LabelRequest(example.text, (example.target,), ("stance",))
+    return LabelRequest(" ".join(example.tokens), (), ("entities",))
+
+
+def token_spans(tokens) -> list[tuple[int, int]]:
+    """Character spans of CoNLL tokens in their space-joined sentence."""
+    spans, pos = [], 0
+    for tok in tokens:
+        spans.append((pos, pos + len(tok)))
+        pos += len(tok) + 1
+    return spans
+
+
+def predict_examples(predictor, task: str, examples: list, batch: int = 64,
+                     progress=None) -> tuple[list, list, list]:
+    """``(gold, pred, probs)`` for ``examples``: labels and score dicts (topic, stance) or BIO
+    tags per CoNLL token and the predicted entities (ner). ``progress(n)`` is called per chunk."""
     gold, pred, probs = [], [], []
     for start in range(0, len(examples), batch):
         chunk = examples[start: start + batch]
-        if task == "topic":
-            reqs = [LabelRequest(f"{e.title}\n{e.text}" if e.title else e.text, (), ("topic",)) for e in chunk]
-        elif task == "stance":
-            reqs = [LabelRequest(e.text, (e.target,), ("stance",)) for e in chunk]
-        else:
-            reqs = [LabelRequest(" ".join(e.tokens), (), ("entities",)) for e in chunk]
-        for ex, res in zip(chunk, predictor.label(reqs)):
+        for ex, res in zip(chunk, predictor.label([request_for(task, e) for e in chunk])):
             if task == "topic":
                 gold.append(ex.label)
                 pred.append(res["topic"]["label"])
@@ -43,13 +58,18 @@ def score_examples(predictor, task: str, examples: list, labels: list[str] | Non
                 pred.append(res["stance"][0]["label"])
                 probs.append(res["stance"][0]["scores"])
             else:
-                spans, pos = [], 0
-                for tok in ex.tokens:
-                    spans.append((pos, pos + len(tok)))
-                    pos += len(tok) + 1
                 gold.append(list(ex.tags))
-                pred.append(entities_to_bio(spans, res["entities"]))
+                pred.append(entities_to_bio(token_spans(ex.tokens), res["entities"]))
                 probs.append(res["entities"])
+        if progress is not None:
+            progress(len(chunk))
+    return gold, pred, probs
+
+
+def score_examples(predictor, task: str, examples: list, labels: list[str] | None = None,
+                   batch: int = 64) -> Scored:
+    """Predict and score ``examples`` (readers' Topic/Stance/NerExample) for ``task``."""
+    gold, pred, probs = predict_examples(predictor, task, examples, batch)
     if task == "ner":
         metrics = ner_metrics(gold, pred)
     else:

