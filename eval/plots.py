@@ -34,8 +34,8 @@ def confusion_png(labels: list[str], matrix: list[list[int]], title: str) -> byt
     cols = list(labels) + (["(other)"] if m.shape[1] > len(labels) and m[:, -1].sum() else [])
     m = m[:, : len(cols)]
     share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-    size = 1.2 + 0.55 * max(len(cols), 3)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    size = 1.6 + 0.5 * max(len(cols), 3)
+    fig, ax = plt.subplots(figsize=(size + 0.8, size))
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
@@ -53,7 +53,7 @@ def grouped_bars_png(series: dict[str, dict[str, float]], title: str, ylabel: st
     plt = _plt()
     cats = list(dict.fromkeys(c for s in series.values() for c in s))
     width = 0.8 / max(len(series), 1)
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(cats) + 2), 3.2))
+    fig, ax = plt.subplots(figsize=(max(4.2, 0.75 * len(cats) + 1.5), 3.4))
     for k, (name, values) in enumerate(series.items()):
         x = np.arange(len(cats)) + (k - (len(series) - 1) / 2) * width
         ax.bar(x, [values.get(c, 0.0) for c in cats], width, label=name, color=_COLORS[k % len(_COLORS)])

@@ -14,8 +14,9 @@ from khabar.eval.metrics import entity_spans
 
 
 class Block:
-    """One piece of a report: ``kind`` (h1, h2, h3, p, warn, list, table, img, errors, ner_errors)
-    and its arguments (text; items; header and rows; name and PNG bytes; error items)."""
+    """One piece of a report: ``kind`` (h1, h2, h3, p, warn, list, table, img, imgs, errors,
+    ner_errors) and its arguments (text; items; header and rows; name and PNG bytes; a list of
+    (name, PNG bytes) shown side by side; error items)."""
 
     def __init__(self, kind: str, *args) -> None:
         self.kind, self.args = kind, args
@@ -78,17 +79,18 @@ def render_md(blocks: list[Block], fig_dir: Path) -> str:
             lines.append("|" + "---|" * len(header))
             lines += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows]
             lines.append("")
-        elif k == "img":
-            name = _slug(a[0])
-            while name in used:
-                name += "-x"
-            used.add(name)
-            (fig_dir / f"{name}.png").write_bytes(a[1])
-            lines += [f"![{a[0]}]({fig_dir.name}/{name}.png)", ""]
+        elif k in ("img", "imgs"):
+            for title, png in ([a] if k == "img" else a[0]):
+                name = _slug(title)
+                while name in used:
+                    name += "-x"
+                used.add(name)
+                (fig_dir / f"{name}.png").write_bytes(png)
+                lines += [f"![{title}]({fig_dir.name}/{name}.png)", ""]
         elif k == "errors":
             for item in a[0]:
-                target = f" — target: {item['target']}" if item.get("target") else ""
-                lines += [f"- **{item['head']}**{target}", f"  > {item['text']}"]
+                ctx = f" — {item['context'][0]}: {item['context'][1]}" if item.get("context") else ""
+                lines += [f"- **{item['head']}**{ctx}", f"  > {item['text']}"]
             lines.append("")
         elif k == "ner_errors":
             for item in a[0]:
@@ -107,12 +109,14 @@ margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em;border-bottom:2px solid #2f6db5}h2{margin-top:1.8em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}td,th{border:1px solid #ddd;padding:.3em .6em;
 text-align:left}th{background:#f3f6fa}tr:nth-child(even) td{background:#fafafa}
-img{max-width:100%;display:block;margin:.6em 0}.warn{background:#fff4e0;border-left:4px solid #e08a1e;
+img{max-width:100%;margin:.6em 0}.figs{display:flex;gap:1em;align-items:flex-start}
+.figs img{min-width:0;flex:0 1 auto;max-width:100%}.scroll{overflow-x:auto}td.num{white-space:nowrap}
+.what{color:#777;font-size:.85em}.pair{display:grid;grid-template-columns:6em 1fr;gap:.2em .6em;align-items:baseline}.warn{background:#fff4e0;border-left:4px solid #e08a1e;
 padding:.5em .8em;margin:.6em 0}.err{border:1px solid #e3e3e3;border-radius:6px;padding:.5em .8em;margin:.5em 0}
 .err .head{font-weight:600}.ar{direction:rtl;text-align:right;font-size:1.05em}.target{color:#555}
-mark{padding:0 .15em;border-radius:3px}mark sub{font-size:.65em;margin-inline-start:.2em;color:#333}
+mark{padding:0 .15em;border-radius:3px;background:#fff3a8}mark sub{font-size:.65em;margin-inline-start:.2em;color:#333}
 mark.PERS{background:#ffd8d8}mark.LOC{background:#d5f0d5}mark.ORG{background:#d8e4ff}
-mark.MISC{background:#f3e3ff}mark{background:#fff3a8}
+mark.MISC{background:#f3e3ff}
 """
 
 
@@ -123,6 +127,18 @@ def _e(text) -> str:
 def _html_entities(tokens: list[str], tags: list[str]) -> str:
     return " ".join(f'<mark class="{_e(k)}">{_e(t)}<sub>{_e(k)}</sub></mark>' if k else _e(t)
                     for t, k in segments(tokens, tags))
+
+
+def _td(cell) -> str:
+    # Numbers with their intervals read best unbroken; a cell "0.812 [0.79, 0.83]" stays on one line.
+    text = str(cell)
+    cls = ' class="num"' if text[:1] in "0123456789+-–" and len(text) < 48 else ""
+    return f"<td{cls}>{_e(text)}</td>"
+
+
+def _img(title: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{_e(title)}" title="{_e(title)}" src="data:image/png;base64,{data}">'
 
 
 def render_html(blocks: list[Block], title: str) -> str:
@@ -141,21 +157,24 @@ def render_html(blocks: list[Block], title: str) -> str:
             out.append("<ul>" + "".join(f"<li>{_e(i)}</li>" for i in a[0]) + "</ul>")
         elif k == "table":
             header, rows = a
-            out.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
-                       + "</table>")
-        elif k == "img":
-            data = base64.b64encode(a[1]).decode("ascii")
-            out.append(f'<img alt="{_e(a[0])}" src="data:image/png;base64,{data}">')
+            out.append('<div class="scroll"><table><tr>' + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"
+                       + "".join("<tr>" + "".join(_td(c) for c in r) + "</tr>" for r in rows)
+                       + "</table></div>")
+        elif k in ("img", "imgs"):
+            out.append('<div class="figs">' + "".join(_img(t, png) for t, png in ([a] if k == "img" else a[0]))
+                       + "</div>")
         elif k == "errors":
             for item in a[0]:
-                target = (f'<div class="ar target">{_e(item["target"])}</div>' if item.get("target") else "")
-                out.append(f'<div class="err"><div class="head">{_e(item["head"])}</div>{target}'
+                ctx = item.get("context")
+                ctx_html = (f'<div class="ar target"><span class="what">{_e(ctx[0])}:</span> {_e(ctx[1])}</div>'
+                            if ctx else "")
+                out.append(f'<div class="err"><div class="head">{_e(item["head"])}</div>{ctx_html}'
                            f'<div class="ar">{_e(item["text"])}</div></div>')
         elif k == "ner_errors":
             for item in a[0]:
-                out.append(f'<div class="err"><div class="head">{_e(item["head"])}</div>'
-                           f'<div>gold:</div><div class="ar">{_html_entities(item["tokens"], item["gold"])}</div>'
-                           f'<div>predicted:</div><div class="ar">{_html_entities(item["tokens"], item["pred"])}</div></div>')
+                out.append(f'<div class="err"><div class="head">{_e(item["head"])}</div><div class="pair">'
+                           f'<span class="what">gold</span><div class="ar">{_html_entities(item["tokens"], item["gold"])}</div>'
+                           f'<span class="what">predicted</span><div class="ar">{_html_entities(item["tokens"], item["pred"])}</div>'
+                           "</div></div>")
     out.append("</body></html>")
     return "\n".join(out)

@@ -89,10 +89,14 @@ def _delta(entry: dict | None, p_key: str = "p_bootstrap") -> str:
     if entry is None:
         return "–"
     lo, hi = entry["ci95"]
-    text = f"{entry['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] p={entry[p_key]:.3f}"
+    text = f"{entry['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] {_p(entry[p_key])}"
     if "p_mcnemar" in entry:
-        text += f", McNemar p={entry['p_mcnemar']:.3f}"
+        text += f", McNemar {_p(entry['p_mcnemar'])}"
     return text
+
+
+def _p(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
 def build_blocks(ev: Evaluation) -> list[Block]:
@@ -138,7 +142,26 @@ def _headline(ev: Evaluation) -> list[Block]:
                 row += [_with_ci(r.metrics if r else None, metric),
                         _delta((cmp or {}).get("sets", {}).get(eset.key))]
         rows.append(row)
-    return [Block("h2", "Headline"), Block("table", header, rows)]
+    blocks = [Block("h2", "Headline"), Block("table", header, rows)]
+    for what, cmp in (("the baseline", ev.vs_baseline), (f"{ev.other.name if ev.other else ''}", ev.vs_other)):
+        if cmp and cmp["sets"]:
+            blocks.append(Block("p", _summary(what, cmp)))
+    return blocks
+
+
+def _summary(what: str, cmp: dict) -> str:
+    """One sentence: on how many files the model is above the reference, and by how much."""
+    sets = cmp["sets"]
+    above = [k for k, v in sets.items() if v["delta"] > 0]
+    sig = [k for k, v in sets.items() if v["delta"] > 0 and v["p_bootstrap"] < 0.05]
+    below = [k for k, v in sets.items() if v["delta"] < 0 and v["p_bootstrap"] < 0.05]
+    parts = [f"The model is above {what} on {len(above)} of {len(sets)} file(s)"
+             f" ({len(sig)} significantly, paired bootstrap p<0.05)"]
+    parts.append("; mean primary-metric gain per task: " + ", ".join(
+        f"{t} {v['delta']:+.3f}" for t, v in cmp["tasks"].items()))
+    if below:
+        parts.append(f"; significantly below on {', '.join(below)}")
+    return "".join(parts) + "."
 
 
 def _set_section(ev: Evaluation, eset) -> list[Block]:
@@ -172,9 +195,10 @@ def _set_section(ev: Evaluation, eset) -> list[Block]:
     out.append(Block("table", header, rows))
     series = {k: {lab: r.results[eset.key].metrics["per_label"].get(lab, {}).get("f1", 0.0) for lab in labels}
               for k, r in systems.items()}
-    out.append(Block("img", f"{eset.key} per-label F1", plots.grouped_bars_png(series, f"{eset.key}: F1 per label")))
-    out.append(Block("img", f"{eset.key} confusion", plots.confusion_png(
-        labels, m["confusion"]["matrix"], f"{eset.key}: confusion matrix (model)")))
+    out.append(Block("imgs", [
+        (f"{eset.key} per-label F1", plots.grouped_bars_png(series, f"{eset.key}: F1 per label")),
+        (f"{eset.key} confusion", plots.confusion_png(labels, m["confusion"]["matrix"],
+                                                       f"{eset.key}: confusion matrix (model)"))]))
     out += _class_errors(eset, res)
     return out
 
@@ -194,9 +218,10 @@ def _class_errors(eset, res) -> list[Block]:
         ex = eset.examples[i]
         head = f"gold {res.gold[i]}, predicted {res.pred[i]} ({conf[i]:.2f})"
         if eset.task == "stance":
-            items.append({"head": head, "target": ex.target, "text": _excerpt(ex.text)})
+            items.append({"head": head, "context": ("target", ex.target), "text": _excerpt(ex.text)})
         else:
-            items.append({"head": head, "target": ex.title or None, "text": _excerpt(ex.text)})
+            items.append({"head": head, "context": ("headline", ex.title) if ex.title else None,
+                          "text": _excerpt(ex.text)})
     return [Block("h3", f"Most confident errors ({len(wrong)} errors in all)"), Block("errors", items)]
 
 

@@ -32,7 +32,8 @@ _CHARREF = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)"
 # embeddings/overrides/isolates, word joiner, BOM) sit *inside* words in real news text (e.g. an
 # RLM between a word and its digits). arabert turns them into spaces and so splits the word; we
 # delete them, so the model sees the word the reader sees. ZERO WIDTH SPACE (U+200B) is a word
-# separator by intent and is left to arabert (it becomes a space).
+# separator by intent and is left to arabert (it becomes a space), as are NUL and other control
+# characters (outside arabert's alphabet: they become spaces).
 _FORMAT_CHARS = re.compile("[\u00ad\u061c\u200c-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]+")
 # pyarabic.araby.strip_tashkeel (TASHKEEL: tanween, harakat, sukun, shadda) and strip_tatweel.
 _TASHKEEL = re.compile("[\u064b-\u0652]+")

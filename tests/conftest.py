@@ -47,12 +47,12 @@ def tiny_backbone(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_tag(tiny_backbone) -> str:
-    """A tiny model trained for all three tasks on data/sample (seconds), saved in the store."""
+    """A tiny model trained for all three tasks on data/sample (one epoch), saved in the store."""
     from khabar.training.config import load_config
     from khabar.training.loop import train
 
     os.environ["KHABAR_SAMPLE"] = str(ROOT / "data" / "sample")
-    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["epochs=2"])
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["epochs=1"])
     return train(cfg, log=lambda m: None)["tag"]
 
 

@@ -28,13 +28,16 @@ HINDI = dict(zip("٠١٢٣٤٥٦٧٨٩", "0123456789"))
 
 
 def shared_data() -> Path:
-    return Path(os.environ.get("KHABAR_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return Path(os.environ.get("KHABAR_SHARED_DATA") or default)
 
 
 @pytest.fixture(scope="module")
 def arabert():
     """AraBERT's own preprocessor for v0.2 models (arabert==1.0.1, a dev dependency)."""
-    preprocess = pytest.importorskip("arabert.preprocess", reason="arabert not installed (pip install arabert==1.0.1)")
+    preprocess = pytest.importorskip(
+        "arabert.preprocess", reason="arabert not installed (pip install arabert==1.0.1)"
+    )
     return preprocess.ArabertPreprocessor(model_name="bert-base-arabertv02")
 
 
@@ -216,7 +219,8 @@ def test_offset_map_properties(seed):
         n = normalize(raw)
         size = len(n.text)
         assert len(n.offsets) == len(n.ends) == size
-        assert all(0 <= s < e <= len(raw) or (s == e and n.text[i] == " ") for i, (s, e) in enumerate(zip(n.offsets, n.ends)))
+        for i, (s, e) in enumerate(zip(n.offsets, n.ends)):
+            assert 0 <= s < e <= len(raw) or (s == e < len(raw) and n.text[i] == " "), raw
         assert list(n.offsets) == sorted(n.offsets) and list(n.ends) == sorted(n.ends)
         words = word_spans(n.text)
         assert " ".join(n.text[a:b] for a, b in words) == n.text
@@ -225,7 +229,10 @@ def test_offset_map_properties(seed):
             word = n.text[a:b]
             assert s < e and not raw[s].isspace() and not raw[e - 1].isspace(), (raw, word)
             if word in PLACEHOLDERS:
-                assert word in normalize(raw[s:e]).text, (raw, word)
+                # the whole placeholder stands for one replaced stretch (which pattern replaces it
+                # can depend on what follows it: "a@b.co" is a link alone, an email before "http")
+                assert len({(n.offsets[i], n.ends[i]) for i in range(a, b)}) == 1, (raw, word)
+                assert any(p in normalize(raw[s:e]).text for p in PLACEHOLDERS), (raw, word)
             else:
                 assert all(char_source_ok(n, i) for i in range(a, b)), (raw, word)
         # words come from disjoint stretches of the original, in order
@@ -274,7 +281,8 @@ REWRITES = [
     (r"[a-zA-Z]+\.com", r"[a-zA-Z](?:(?<![a-zA-Z][a-zA-Z])|(?<=\.com[a-zA-Z]))[a-zA-Z]*\.com"),
     (r"[\w-]+@([\w-]+\.)+[\w-]+", r"(?<![\w-])[\w-]+@([\w-]+\.)+[\w-]+"),
     (r"\S+@\S+", r"(?<!\S)\S+@\S+"),
-    ("(\\d+)([\u0621-\u063A\u0641-\u064A\u0660-\u066C]+)", "(\\d(?<!\\d\\d)\\d*)([\u0621-\u063a\u0641-\u064a\u0660-\u066c]+)"),
+    ("(\\d+)([\u0621-\u063A\u0641-\u064A\u0660-\u066C]+)",
+     "(\\d(?<!\\d\\d)\\d*)([\u0621-\u063a\u0641-\u064a\u0660-\u066c]+)"),
     ("([\u0621-\u063A\u0641-\u064A\u0660-\u066C]+)(\\d+)",
      "(?<![\u0621-\u063a\u0641-\u064a\u0660-\u066c])([\u0621-\u063a\u0641-\u064a\u0660-\u066c]+)(\\d+)"),
 ]
@@ -301,37 +309,40 @@ def test_rewritten_patterns_substitute_like_arabert(original, rewritten):
 SENTENCE_END = re.compile(r"(?<=[.!?؟])\s+|\n+")
 
 
-def real_sentences(root: Path, lines: int = 300) -> list[str]:
+def real_texts(root: Path, lines: int = 300, whole_articles: int = 50) -> list[str]:
+    """Titles and sentences of the first ant21 dev articles (a few whole), ANS and Mawqif texts."""
     texts: list[str] = []
 
-    def read(path: Path, fields: tuple[str, ...]) -> None:
+    def rows(path: Path) -> list[dict]:
         with path.open(encoding="utf-8") as f:
-            for _, line in zip(range(lines), f):
-                row = json.loads(line)
-                texts.extend(row[k] for k in fields if row.get(k))
+            return [json.loads(line) for _, line in zip(range(lines), f)]
 
-    read(root / "topic" / "ant21" / "dev.jsonl", ("title", "text"))
-    articles = len(texts)
-    texts += [s for t in texts[:articles] for s in SENTENCE_END.split(t) if s.strip()]
-    read(root / "stance" / "ans" / "dev.jsonl", ("target", "text"))
-    read(root / "stance" / "mawqif" / "train.jsonl", ("text",))
+    for k, row in enumerate(rows(root / "topic" / "ant21" / "dev.jsonl")):
+        texts.append(row["title"])
+        texts += [s for s in SENTENCE_END.split(row["text"]) if s.strip()]
+        if k < whole_articles:
+            texts.append(row["text"])
+    texts += [row[k] for row in rows(root / "stance" / "ans" / "dev.jsonl") for k in ("target", "text")]
+    texts += [row["text"] for row in rows(root / "stance" / "mawqif" / "train.jsonl")]
     return texts
 
 
 @pytest.mark.shared
-def test_real_sentences_agree_with_arabert(arabert):
+def test_real_text_agrees_with_arabert(arabert):
     root = shared_data()
     if not (root / "topic" / "ant21" / "dev.jsonl").exists():
         pytest.skip(f"shared data not found at {root} (set KHABAR_SHARED_DATA)")
-    texts = real_sentences(root)
+    texts = real_texts(root)
     assert len(texts) > 1000
-    exact = sum(normalize(t).text == arabert.preprocess(t) for t in texts)
-    mismatched = [t for t in texts if normalize(t).text != arabert_expected(arabert, t)]
-    print(f"\n{len(texts)} real texts: {exact} identical to arabert, {len(texts) - exact} differ only "
-          f"by deleted format characters" if not mismatched else "")
-    assert not mismatched, f"{len(mismatched)} differ, first: {mismatched[0][:200]!r}"
-    # every raw difference is explained by a format character
-    assert all(FORMAT_CHARS.search(t) for t in texts if normalize(t).text != arabert.preprocess(t))
+    identical = 0
+    for text in texts:
+        ours = normalize(text).text
+        if ours == arabert.preprocess(text):
+            identical += 1
+        else:  # allowed only where format characters explain it
+            assert FORMAT_CHARS.search(text) and ours == arabert_expected(arabert, text), text[:200]
+    print(f"\n{len(texts)} real texts: {identical} identical to arabert ({identical / len(texts):.2%}), "
+          f"the rest differ only by deleted format characters")
 
 
 # --- speed ---------------------------------------------------------------------------------------
@@ -359,11 +370,12 @@ def long_article(chars: int = 20000) -> str:
 
 
 def best_time(fn, repeat: int = 5) -> float:
+    """Least CPU time of `repeat` calls (CPU, not wall time: test machines are shared)."""
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return min(times)
 
 

@@ -129,6 +129,8 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
         log(f"this config was already trained: {result['tag']} (use --restart to train again)")
         return result
     run_dir.mkdir(parents=True, exist_ok=True)
+    # More threads than free cores makes OpenMP spin and everything crawl; KHABAR_THREADS caps it.
+    torch.set_num_threads(int(os.environ.get("KHABAR_THREADS", "0")) or os.cpu_count() or 1)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str))
     set_seed(cfg.seed)
 

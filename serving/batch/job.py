@@ -50,13 +50,14 @@ class JobSummary:
     scored: int = 0
     skipped: int = 0
     errors: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole run: startup, reading, scoring, merging
+    scoring_seconds: float = 0.0
     already_complete: bool = False
 
     @property
     def rows_per_s(self) -> float:
-        """Rows labelled per second of this run."""
-        return self.scored / self.seconds if self.seconds > 0 else 0.0
+        """Rows labelled per second while scoring (model loading and merging left out)."""
+        return self.scored / self.scoring_seconds if self.scoring_seconds > 0 else 0.0
 
     def line(self) -> str:
         """The one-line summary the command prints."""
@@ -64,7 +65,8 @@ class JobSummary:
             return f"{self.output} was already complete; nothing to do"
         errs = f"{self.errors} errors -> {errors_path(self.output)}" if self.errors else "0 errors"
         return (f"{self.rows} rows: {self.scored} scored, {self.skipped} skipped (done by an earlier run), "
-                f"{errs}; {self.seconds:.1f} s, {self.rows_per_s:.1f} rows/s -> {self.output}")
+                f"{errs}; {self.seconds:.1f} s in all, {self.rows_per_s:.1f} rows/s while scoring "
+                f"-> {self.output}")
 
 
 class Engine(Protocol):
@@ -142,7 +144,9 @@ def run_job(opts: ScoreOptions, log: Callable[[str], None] = lambda m: None) -> 
                          max_chars=opts.max_chars)
         with tqdm(total=total, initial=summary.skipped, unit="row", desc="scoring", smoothing=0.1,
                   disable=not opts.progress, dynamic_ncols=True) as bar:
+            t0 = time.monotonic()
             summary.scored = engine.run(plan.parts(size), done, store, bar)
+            summary.scoring_seconds = time.monotonic() - t0
         log(f"merging {plan.n_parts} parts into {opts.output}")
         summary.rows = plan.rows
         _, summary.errors = store.merge(plan.n_parts, fmt, plan.int_ids)

@@ -46,6 +46,7 @@ class RayEngine:
     def __init__(self, tag: str, opts, tasks: list[str], log) -> None:
         try:
             import ray
+            import ray.data
         except ImportError:
             raise ImportError("the Ray engine needs Ray: pip install 'khabar[ray]' (or make setup-ray)") from None
         self.ray = ray
@@ -53,26 +54,23 @@ class RayEngine:
         self.started_ray = False
         if not ray.is_initialized():
             self._init(opts.ray_address)
+        ray.data.DataContext.get_current().enable_progress_bars = False  # the job has its own bar
+        # Ray Data logs each execution plan and that its bars are off; failures still raise.
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.actors = max(1, opts.ray_actors or cpus)
         self.log(f"ray: {self.actors} actor(s) on {cpus} CPU(s)")
 
     def _init(self, address: str | None) -> None:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
-                      configure_logging=True)
+        quiet = dict(logging_level=logging.WARNING, log_to_driver=False)
         if address:
             env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
-            self.ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
+            self.ray.init(address=address, runtime_env={"env_vars": env}, **quiet)
         else:
             cpus = self.opts.ray_actors or len(os.sched_getaffinity(0))
-            self.ray.init(num_cpus=cpus, **kwargs)
+            self.ray.init(num_cpus=cpus, include_dashboard=False, **quiet)
         self.started_ray = True
-        from ray.data import DataContext
-
-        ctx = DataContext.get_current()
-        ctx.enable_progress_bars = False  # the job has its own bar
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
 
     def run(self, parts: Iterator[Part], done: set[int], store: PartStore, bar) -> int:
         """Score and commit every part not in ``done``; returns rows labelled."""
@@ -105,7 +103,7 @@ class RayEngine:
 
         ds = self.ray.data.from_arrow_refs(refs).map_batches(
             RayScorer, batch_format="pyarrow", batch_size=self.opts.batch_size,
-            concurrency=self.actors, num_cpus=1,
+            compute=self.ray.data.ActorPoolStrategy(size=self.actors), num_cpus=1,
             fn_constructor_kwargs={"tag": self.tag, "tasks": self.tasks, "targets": list(self.opts.targets),
                                    "batch_size": self.opts.batch_size, "threads": 1})
         scored = 0

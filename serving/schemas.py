@@ -1,0 +1,143 @@
+"""Request and response models of the HTTP API, with the limits from :mod:`khabar.serving.settings`.
+
+They are the service's contract: BentoML validates every request against them (a bad request
+never reaches the model) and publishes them in ``/docs.json``. Messages of the validators say what
+to change, since they go back to the client as they are.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from khabar.serving.settings import SETTINGS
+
+Task = Literal["topic", "stance", "entities"]
+TASKS: tuple[str, ...] = ("topic", "stance", "entities")
+
+Target = Annotated[str, Field(min_length=1, max_length=SETTINGS.max_target_chars,
+                              description="A claim, agreement or policy to judge the article's stance toward.")]
+
+
+class _Strict(BaseModel):
+    # strict: a number is not silently taken for a string; forbid: a misspelt field ("target")
+    # is an error rather than ignored.
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class LabelRequest(_Strict):
+    """One article to label."""
+
+    # no min_length: the validator's message for "" and "   " says what to do
+    text: str = Field(max_length=SETTINGS.max_chars, json_schema_extra={"minLength": 1},
+                      description="The article (Arabic). Entity offsets index this exact string.")
+    targets: list[Target] = Field(default_factory=list, max_length=SETTINGS.max_targets,
+                                  description="Stance targets; the stance toward each is returned in order.")
+    tasks: Optional[list[Task]] = Field(None, min_length=1, max_length=len(TASKS),
+                                        description="Tasks to run; default: every task the model has.")
+
+    @field_validator("text")
+    @classmethod
+    def _text_has_content(cls, text: str) -> str:
+        if not text.strip():
+            raise PydanticCustomError("empty_text", "text is empty or only whitespace: send the article's text")
+        return text
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_have_content(cls, targets: list[str]) -> list[str]:
+        for i, target in enumerate(targets):
+            if not target.strip():
+                raise PydanticCustomError(
+                    "empty_target", "target {index} is empty or only whitespace: remove it or name a target",
+                    {"index": i})
+        return targets
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_tasks(cls, tasks: Optional[list[str]]) -> Optional[list[str]]:
+        return list(dict.fromkeys(tasks)) if tasks is not None else None
+
+
+class BatchRequest(_Strict):
+    """Several articles in one call; results come back in the same order."""
+
+    items: list[LabelRequest] = Field(min_length=1, max_length=SETTINGS.max_batch_items)
+
+    @model_validator(mode="after")
+    def _total_size(self) -> "BatchRequest":
+        total = sum(len(item.text) for item in self.items)
+        if total > SETTINGS.max_batch_chars:
+            raise PydanticCustomError(
+                "batch_too_long",
+                "the articles hold {total} characters together; the limit is {limit} "
+                "(KHABAR_MAX_BATCH_CHARS): split them over several calls",
+                {"total": total, "limit": SETTINGS.max_batch_chars})
+        return self
+
+
+class Scored(BaseModel):
+    """A predicted label with its probability and the probability of every label."""
+
+    label: str
+    score: float = Field(ge=0, le=1)
+    scores: dict[str, float]
+
+
+class StanceResult(Scored):
+    """The article's stance toward one target."""
+
+    target: str
+
+
+class Entity(BaseModel):
+    """A named entity; ``text == request.text[start:end]`` (Python code points)."""
+
+    text: str
+    label: str
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    score: float = Field(ge=0, le=1)
+
+
+class ModelRef(BaseModel):
+    """The model that produced a result."""
+
+    name: str
+    version: str
+
+
+class LabelResult(BaseModel):
+    """Labels of one article; a task that was not asked for is null / empty."""
+
+    topic: Optional[Scored] = None
+    stance: list[StanceResult] = Field(default_factory=list)
+    entities: list[Entity] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    model: ModelRef
+
+
+class BatchResult(BaseModel):
+    """Results of /label_batch, in the order of the request's items."""
+
+    results: list[LabelResult]
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx answer of the service: what went wrong and what to change."""
+
+    error: str
+    detail: Optional[list[dict]] = None
+
+
+class InfoResponse(BaseModel):
+    """What GET /info reports."""
+
+    model: dict = Field(description="tag, name, version")
+    backbone: dict
+    tasks: dict[str, list[str]] = Field(description="API task -> labels (entity types for 'entities')")
+    windowing: dict
+    dev_metrics: dict
+    limits: dict
+    auth_required: bool

@@ -1,0 +1,99 @@
+"""The labelling service: ``bentoml serve khabar.serving.service:Khabar``.
+
+Each worker loads the model once. ``/label`` and ``/label_batch`` validate the request, then hand
+the articles to ``label_many``, a batchable endpoint, through BentoML's in-process self-call
+(``self.to_async.label_many``): concurrent requests are grouped there by adaptive batching, and
+the predictor batches the windows of all grouped articles together. Settings come from
+environment variables (:mod:`khabar.serving.settings`); the guard in
+:mod:`khabar.serving.middleware` handles the token and limits; :mod:`khabar.serving.web` serves
+``/info``, ``/ui`` and ``/docs.json``.
+"""
+from __future__ import annotations
+
+import bentoml
+from bentoml.exceptions import ServiceUnavailable
+from starlette.responses import JSONResponse
+
+from khabar.models.predictor import LabelRequest as PredictorRequest, Predictor
+from khabar.models.store import load_model
+from khabar.serving.middleware import INTERNAL, INTERNAL_PATH, Guard
+from khabar.serving.schemas import BatchRequest, BatchResult, LabelRequest, LabelResult
+from khabar.serving.settings import SETTINGS as S
+from khabar.serving.web import app as web_app
+
+ITEMS_PER_CALL = bentoml.metrics.Histogram(
+    name="khabar_model_call_articles", documentation="Articles labelled per model call (after batching)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+
+
+@bentoml.asgi_app(web_app)
+@bentoml.service(name="khabar", workers=S.workers, threads=S.api_threads, traffic={"timeout": S.timeout_s},
+                 http={"host": "127.0.0.1", "port": 3000})
+class Khabar:
+    """Topic, stance toward named targets, and named entities of Arabic news articles."""
+
+    def __init__(self) -> None:
+        self.loaded = load_model(S.model_tag)
+        self.predictor = Predictor(self.loaded.model, self.loaded.tokenizer, self.loaded.schema,
+                                   batch_size=S.batch_size, model_info=self.loaded.info)
+
+    def __is_ready__(self) -> bool:
+        return getattr(self, "predictor", None) is not None
+
+    @bentoml.api(route="/label", input_spec=LabelRequest)
+    async def label(self, text: str, targets: list[str], tasks: list[str] | None) -> LabelResult:
+        """Label one article: topic, stance toward each target, entities with offsets into `text`."""
+        item = LabelRequest(text=text, targets=targets, tasks=tasks)
+        out = await self._label([item])
+        return out if isinstance(out, JSONResponse) else LabelResult.model_validate(out[0])
+
+    @bentoml.api(route="/label_batch", input_spec=BatchRequest)
+    async def label_batch(self, items: list[LabelRequest]) -> BatchResult:
+        """Label up to KHABAR_MAX_BATCH_ITEMS articles; results in the same order."""
+        out = await self._label(items)
+        return out if isinstance(out, JSONResponse) else BatchResult(results=out)
+
+    @bentoml.api(route=INTERNAL_PATH, batchable=True, max_batch_size=S.max_batch_size,
+                 max_latency_ms=S.max_latency_ms)
+    def label_many(self, items: list[LabelRequest]) -> list[dict]:
+        """Internal (404 from outside): the articles of concurrent requests, labelled in one pass."""
+        ITEMS_PER_CALL.observe(len(items))
+        reqs = [PredictorRequest(i.text, i.targets, i.tasks or self.predictor.api_tasks) for i in items]
+        return self.predictor.label(reqs)
+
+    def info(self) -> dict:
+        """What GET /info answers."""
+        schema, training = self.loaded.schema, self.loaded.training
+        tasks = {api: (schema.entity_types() if api == "entities" else schema.tasks[api])
+                 for api in self.predictor.api_tasks}
+        return {"model": {"tag": self.loaded.tag, **self.loaded.info}, "backbone": schema.backbone,
+                "tasks": tasks, "windowing": {"max_length": schema.max_length, "stride": schema.stride},
+                "dev_metrics": training.get("dev_metrics", {}), "limits": S.limits(),
+                "auth_required": S.api_token is not None}
+
+    async def _label(self, items: list[LabelRequest]) -> list[dict] | JSONResponse:
+        """Check tasks against the model, then run the items through the batching endpoint."""
+        have = self.predictor.api_tasks
+        for n, item in enumerate(items):
+            missing = [t for t in (item.tasks or ()) if t not in have]
+            if missing:
+                where = f"items.{n}.tasks" if len(items) > 1 else "tasks"
+                return _error(422, f"{where}: this model has no {missing} task; it has {have} (see GET /info)")
+        token = INTERNAL.set(True)
+        try:
+            results = await self.to_async.label_many(items)
+        except ServiceUnavailable:
+            return _error(503, "the service is overloaded: retry shortly", {"Retry-After": "5"})
+        finally:
+            INTERNAL.reset(token)
+        for item, result in zip(items, results):
+            if "stance" in (item.tasks or ()) and not item.targets:
+                result["warnings"].append("stance was asked for without targets: add them in 'targets'")
+        return results
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+Khabar.add_asgi_middleware(Guard, settings=S)

@@ -1,0 +1,82 @@
+"""Start the real service (`bentoml serve`) on a free 127.0.0.1 port for end-to-end tests.
+
+Used by tests/test_service_*.py and tests/test_ui_browser.py through module-scoped fixtures: the
+server sees the test session's KHABAR_HOME/BENTOML_HOME (set by conftest's ``_isolated_home``)
+and the tiny model's tag; it is stopped, with its workers, when the module ends.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+READY_TIMEOUT_S = float(os.environ.get("KHABAR_TEST_SERVER_TIMEOUT", "180"))
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (127.0.0.1)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A running ``bentoml serve khabar.serving.service:Khabar``; ``url`` is its base address."""
+
+    def __init__(self, model_tag: str, log_path: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        full_env = {**os.environ, "KHABAR_MODEL": model_tag, "KHABAR_THREADS": os.environ.get("KHABAR_THREADS", "2"),
+                    "BENTOML_DO_NOT_TRACK": "true", "HF_HUB_OFFLINE": "1", **env}
+        bentoml = Path(sys.executable).parent / "bentoml"
+        self._log = open(log_path, "wb")
+        # A new session, so that stopping it also stops the worker processes BentoML forks.
+        self.proc = subprocess.Popen(
+            [str(bentoml), "serve", "khabar.serving.service:Khabar", "--host", "127.0.0.1",
+             "--port", str(self.port)],
+            cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> "Server":
+        """Block until /readyz answers 200; raise with the server log's tail otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        tail = self.log_path.read_text(errors="replace")[-3000:]
+        self.stop()
+        raise RuntimeError(f"the service did not become ready in {timeout:.0f} s; log tail:\n{tail}")
+
+    def stop(self) -> None:
+        """SIGTERM the server's process group, then SIGKILL what is left."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+        try:  # workers that outlived the arbiter
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._log.close()
+
+    def log(self) -> str:
+        """The server's output so far."""
+        return self.log_path.read_text(errors="replace")

@@ -1,0 +1,73 @@
+"""The predictor: offsets point into what the user sent, batching changes nothing, long articles
+are windowed, bad requests are refused clearly."""
+from __future__ import annotations
+
+import pytest
+
+from khabar.models.predictor import LabelRequest, Predictor, arabic_ratio
+
+ARTICLE = ("بَعْدَ الاتفاق العراقي الأمريكي، زار قائدُ فيلق القدس الإيراني بغداد والتقى رئيسَ الحكومة "
+           "في قصر السلام، وقالت وزارة الخارجية إن الزيارة «تاريخيـــة» 🇮🇶 وإن شركة Google لم تعلق.")
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_loaded):
+    return Predictor(tiny_loaded.model, tiny_loaded.tokenizer, tiny_loaded.schema, batch_size=4,
+                     model_info=tiny_loaded.info)
+
+
+def test_result_has_the_api_shape_and_probabilities(predictor):
+    res = predictor.label_one(ARTICLE, ["الفصائل المسلحة ترفض الاتفاق", "الحكومة ترحب بالاتفاق"])
+    assert set(res) == {"topic", "stance", "entities", "warnings", "model"}
+    assert abs(sum(res["topic"]["scores"].values()) - 1) < 1e-5
+    assert res["topic"]["label"] == max(res["topic"]["scores"], key=res["topic"]["scores"].get)
+    assert [s["target"] for s in res["stance"]] == ["الفصائل المسلحة ترفض الاتفاق", "الحكومة ترحب بالاتفاق"]
+    for s in res["stance"]:
+        assert set(s["scores"]) == {"favor", "against", "neutral", "unrelated"}
+        assert abs(sum(s["scores"].values()) - 1) < 1e-5
+    assert res["model"]["name"] == "khabar"
+
+
+@pytest.mark.parametrize("text", [
+    ARTICLE,
+    "مُحَمَّدٌ   يَزُورُ القاهرة\u200f اليوم، و\u0640\u0640\u0640المغرب غدا!!! https://example.com/x?y=1",
+    "Google و Microsoft تستثمران في الرياض 2026 ... 😀😀",
+])
+def test_entity_offsets_index_the_submitted_text(predictor, text):
+    res = predictor.label_one(text, tasks=["entities"])
+    for ent in res["entities"]:
+        assert text[ent["start"]: ent["end"]] == ent["text"]
+        assert ent["text"] == ent["text"].strip() and ent["text"]
+        assert 0 <= ent["score"] <= 1
+
+
+def test_batched_output_equals_one_at_a_time(predictor):
+    texts = [ARTICLE, "فاز الفريق في المباراة النهائية للدوري", ARTICLE * 6, "ارتفع سعر النفط في السوق"]
+    reqs = [LabelRequest(t, ["الاتفاق"]) for t in texts]
+    batched = predictor.label(reqs)
+    single = [predictor.label([r])[0] for r in reqs]
+    for b, s in zip(batched, single):
+        assert b["topic"]["label"] == s["topic"]["label"]
+        assert b["topic"]["score"] == pytest.approx(s["topic"]["score"], abs=1e-5)
+        assert [(e["start"], e["end"], e["label"]) for e in b["entities"]] == \
+               [(e["start"], e["end"], e["label"]) for e in s["entities"]]
+        assert b["stance"][0]["scores"] == pytest.approx(s["stance"][0]["scores"], abs=1e-5)
+
+
+def test_long_articles_are_windowed_and_entities_do_not_overlap(predictor):
+    long_text = " ".join([ARTICLE] * 12)
+    res = predictor.label_one(long_text, tasks=["entities", "topic"])
+    spans = sorted((e["start"], e["end"]) for e in res["entities"])
+    for (s1, e1), (s2, _) in zip(spans, spans[1:]):
+        assert e1 <= s2, "entities merged across windows must not overlap"
+    if spans:
+        assert spans[-1][1] > len(long_text) // 2, "the end of a long article is labelled too"
+
+
+def test_bad_requests_are_refused_with_a_reason(predictor):
+    with pytest.raises(ValueError, match="unknown task"):
+        predictor.label_one("نص", tasks=["sentiment"])
+    res = predictor.label_one("The government welcomed the agreement on Monday.")
+    assert any("not Arabic" in w for w in res["warnings"])
+    assert arabic_ratio("مرحبا hello") == pytest.approx(5 / 10)
+    assert arabic_ratio("123") == 0.0

@@ -1,0 +1,182 @@
+"""The /ui page driven in headless Chromium over the Chrome DevTools Protocol.
+
+No browser-download tool and no WebDriver: Chromium from the system (``apt-get install
+chromium``; ``make setup-browser``) is started with a debugging port, and the test talks CDP over a
+websocket (httpx-ws, already installed with BentoML). It types an article and targets, clicks,
+meets the token prompt, pastes the token, and checks the highlighted entities against the API.
+The screenshot lands in KHABAR_HOME/reports/ui.png.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service_server import Server
+
+CHROMIUM = os.environ.get("KHABAR_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (run `make setup-browser`, "
+                                                "or apt-get install chromium)"),
+]
+TOKEN = "ui-test-token"
+ARTICLE = ("🗞️ استقبل الرئيس المصري في القاهرة وفدًا من جامعة الدول العربية لبحث الأزمة في السودان.\n"
+           "وفي المغرب أعلن البنك المركزي في الرباط رفع سعر الفائدة، بينما قررت الحكومة في تونس دعم أسعار الخبز.")
+TARGETS = ["الحل السياسي للأزمة", "رفع سعر الفائدة"]
+
+
+class Chrome:
+    """A headless Chromium and one page, driven by CDP commands."""
+
+    def __init__(self, profile: Path) -> None:
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
+             "--remote-debugging-port=0", "--remote-allow-origins=*", f"--user-data-dir={profile}",
+             "--window-size=1280,1500", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.close()
+                raise RuntimeError("Chromium did not open its debugging port")
+            time.sleep(0.2)
+        port = int(port_file.read_text().split()[0])
+        pages = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
+        ws_url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
+        from httpx_ws import connect_ws
+
+        self._http = httpx.Client(timeout=60)
+        self._ctx = connect_ws(ws_url, self._http, max_message_size_bytes=64 * 1024 * 1024)
+        self.ws = self._ctx.__enter__()
+        self._id = 0
+
+    def send(self, method: str, **params) -> dict:
+        """One CDP command; events that arrive meanwhile are skipped."""
+        self._id += 1
+        self.ws.send_text(json.dumps({"id": self._id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.receive_text(timeout=60))
+            if msg.get("id") == self._id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+    def js(self, expression: str):
+        """Evaluate JavaScript in the page; return its (JSON) value."""
+        out = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in out:
+            raise RuntimeError(f"{expression}: {out['exceptionDetails']}")
+        return out["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 60):
+        """Poll a JavaScript expression until it is truthy."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.js(expression)
+            if value:
+                return value
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {expression}")
+
+    def type_into(self, element_id: str, text: str) -> None:
+        """Focus an input and type text as a user would (input events fire)."""
+        self.click(element_id)
+        self.send("Input.insertText", text=text)
+
+    def click(self, element_id: str) -> None:
+        """A real mouse click at the element's centre."""
+        x, y = self.js(f"""(() => {{ const e = document.getElementById({element_id!r});
+            e.scrollIntoView({{block: "center"}}); const r = e.getBoundingClientRect();
+            return [r.x + r.width / 2, r.y + r.height / 2]; }})()""")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+    def screenshot(self, path: Path) -> None:
+        """Save a PNG of the whole page."""
+        data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(data))
+
+    def close(self) -> None:
+        try:
+            if hasattr(self, "_ctx"):
+                self._ctx.__exit__(None, None, None)
+                self._http.close()
+        finally:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_tag, tmp_path_factory):
+    srv = Server(tiny_model_tag, tmp_path_factory.mktemp("service_ui") / "server.log", KHABAR_API_TOKEN=TOKEN)
+    try:
+        yield srv.wait_ready()
+    finally:
+        srv.stop()
+
+
+@pytest.fixture()
+def chrome(tmp_path):
+    browser = Chrome(tmp_path / "profile")
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+def test_page_labels_an_article(server, chrome, _isolated_home):
+    expected = httpx.post(f"{server.url}/label", json={"text": ARTICLE, "targets": TARGETS},
+                          headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120).json()
+    assert expected["entities"], "the tiny model finds entities in this article"
+
+    chrome.send("Page.navigate", url=f"{server.url}/ui")
+    chrome.wait_for("document.readyState === 'complete' && !!document.getElementById('analyze')")
+    assert chrome.js("document.documentElement.dir") == "rtl"
+    chrome.type_into("article", ARTICLE)
+    for target in TARGETS:
+        chrome.type_into("target-input", target)
+        chrome.click("add-target")
+    assert chrome.js("document.querySelectorAll('#targets li').length") == len(TARGETS)
+
+    # No token yet: the server answers 401 and the page says what to do.
+    chrome.click("analyze")
+    error = chrome.wait_for("!document.getElementById('error').hidden && document.getElementById('error').textContent")
+    assert "رمز" in error and chrome.js("document.getElementById('token-box').open")
+
+    chrome.type_into("token", TOKEN)
+    chrome.click("analyze")
+    chrome.wait_for("!document.getElementById('result').hidden")
+    assert chrome.js("document.getElementById('error').hidden")
+    assert chrome.js("sessionStorage.getItem('khabar.token')") == TOKEN
+
+    marks = chrome.js("""Array.from(document.querySelectorAll('#entities-text mark.ent')).map(m => ({
+        text: m.textContent, label: m.dataset.label, start: +m.dataset.start, end: +m.dataset.end}))""")
+    assert [(m["start"], m["end"], m["label"]) for m in marks] == \
+           [(e["start"], e["end"], e["label"]) for e in expected["entities"]]
+    for m in marks:
+        assert ARTICLE[m["start"]:m["end"]] == m["text"]
+    # The whole article is shown, unchanged, around the highlights.
+    assert chrome.js("document.getElementById('entities-text').textContent") == ARTICLE
+    legend = set(chrome.js("Array.from(document.querySelectorAll('#legend span')).map(s => s.dataset.type)"))
+    assert {m["label"] for m in marks} <= legend
+    assert chrome.js("document.getElementById('topic-label').textContent") == expected["topic"]["label"]
+    assert chrome.js("document.querySelectorAll('#topic .bar').length") == len(expected["topic"]["scores"])
+    assert chrome.js("document.querySelectorAll('#stance tr.stance-row').length") == len(TARGETS)
+
+    chrome.screenshot(_isolated_home / "reports" / "ui.png")
+    assert (_isolated_home / "reports" / "ui.png").stat().st_size > 10_000
