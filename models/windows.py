@@ -8,17 +8,13 @@ the normalized text) on the word's first sub-token.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
 
-_WORD = re.compile(r"\S+")
+from khabar.models.normalize import word_spans
 
-
-def word_spans(text: str) -> list[tuple[int, int]]:
-    """Whitespace-separated word spans of a (normalized) string: the unit entities are tagged on."""
-    return [m.span() for m in _WORD.finditer(text)]
+__all__ = ["Window", "make_windows", "clip_targets", "collate", "length_sorted_batches", "word_spans"]
 
 
 @dataclass

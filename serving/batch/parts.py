@@ -65,15 +65,19 @@ class PartStore:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise JobError(f"another `khabar score` is writing {self.output}; wait for it to finish") from None
-        if restart:
-            self._clear()
-        self._remove_temporaries()
-        state = self._read_state()
-        if state is None:
-            state = {"fingerprint": fingerprint, "part_size": part_size, "merged": False}
-            self._write_state(state)
-        else:
-            self._check_same_job(state["fingerprint"], fingerprint)
+        try:
+            if restart:
+                self._clear()
+            self._remove_temporaries()
+            state = self._read_state()
+            if state is None:
+                state = {"fingerprint": fingerprint, "part_size": part_size, "merged": False}
+                self._write_state(state)
+            else:
+                self._check_same_job(state["fingerprint"], fingerprint)
+        except BaseException:
+            self.close()  # a refused job must not keep the lock (tracebacks keep objects alive)
+            raise
         self.state = state
         return self
 

@@ -1,0 +1,105 @@
+"""Stages of stored models: which one is promoted (served), and the promotion history.
+
+The stage lives in the model store itself (``BENTOML_HOME/khabar-stages.json``), replaced in one
+``os.replace`` so a promotion is a single atomic step and a crash leaves the old or the new state,
+never a mix. The service reads the promoted tag; retraining promotes only through its gate.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from khabar.models.store import MODEL_NAME, ModelStoreError, model_path
+
+
+def _stages_file() -> Path:
+    import bentoml  # noqa: F401  (BENTOML_HOME is resolved by khabar.env before this)
+
+    home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
+    home.mkdir(parents=True, exist_ok=True)
+    return home / "khabar-stages.json"
+
+
+def read_stages() -> dict:
+    """``{"promoted": tag | None, "history": [{"tag", "at", "reason"}...]}``."""
+    path = _stages_file()
+    if not path.exists():
+        return {"promoted": None, "history": []}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ModelStoreError(f"{path} is damaged ({err}); fix or delete it and promote again") from err
+
+
+def _write_stages(stages: dict) -> None:
+    path = _stages_file()
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(stages, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def promoted_tag() -> str | None:
+    """The promoted model's tag, or None when nothing was promoted yet."""
+    return read_stages().get("promoted")
+
+
+def serving_tag(explicit: str | None = None) -> str:
+    """What a service or job should load: an explicit tag, else the promoted one, else the newest."""
+    if explicit and explicit != f"{MODEL_NAME}:promoted":
+        return model_path(explicit)[0]
+    tag = promoted_tag()
+    if tag:
+        return tag
+    return model_path(f"{MODEL_NAME}:latest")[0]
+
+
+def promote(tag: str, reason: str = "manual") -> str:
+    """Make ``tag`` the promoted model (it must exist and hold weights)."""
+    full, path = model_path(tag)
+    if not (path / "model.safetensors").exists():
+        raise ModelStoreError(f"{full} has no weights; refusing to promote it")
+    stages = read_stages()
+    if stages.get("promoted") == full:
+        return full
+    stages["history"].append({"tag": full, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "reason": reason})
+    stages["promoted"] = full
+    _write_stages(stages)
+    return full
+
+
+def rollback() -> str:
+    """Promote again the model promoted before the current one; returns its tag."""
+    stages = read_stages()
+    current = stages.get("promoted")
+    earlier = [h["tag"] for h in stages["history"] if h["tag"] != current]
+    if not earlier:
+        raise ModelStoreError("nothing to roll back to: no earlier promoted model")
+    target = earlier[-1]
+    model_path(target)  # still in the store?
+    stages["history"].append({"tag": target, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "reason": f"rollback from {current}"})
+    stages["promoted"] = target
+    _write_stages(stages)
+    return target
+
+
+def list_models() -> list[dict]:
+    """Every stored khabar model, newest first, with stage, tasks and key dev metrics."""
+    import bentoml
+
+    promoted = promoted_tag()
+    ever = {h["tag"] for h in read_stages()["history"]}
+    rows = []
+    for ref in bentoml.models.list(MODEL_NAME):
+        tag = str(ref.tag)
+        info = ref.info
+        stage = "promoted" if tag == promoted else ("retired" if tag in ever else
+                                                    info.labels.get("stage", "candidate"))
+        rows.append({"tag": tag, "stage": stage, "created": info.creation_time.strftime("%Y-%m-%d %H:%M"),
+                     "tasks": info.metadata.get("tasks", []),
+                     "metrics": info.metadata.get("dev_metrics", {})})
+    rows.sort(key=lambda r: r["created"], reverse=True)
+    return rows

@@ -1,0 +1,52 @@
+"""The Ray engine on a local Ray gives the same rows as the local engine (and resumes its parts)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from khabar.serving.batch import ScoreOptions, errors_path, read_output, run_job
+
+pytest.importorskip("ray", reason="Ray is not installed: make setup-ray (pip install 'khabar[ray]')")
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = "الاتفاق"
+
+
+def assert_same(got, want, path="row"):
+    """Equal structure and labels; floats equal up to noise (batches are cut differently)."""
+    if isinstance(want, float):
+        assert got == pytest.approx(want, abs=1e-6), path
+    elif isinstance(want, dict):
+        assert got.keys() == want.keys(), path
+        for k in want:
+            assert_same(got[k], want[k], f"{path}.{k}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same(g, w, f"{path}[{i}]")
+    else:
+        assert got == want, path
+
+
+@pytest.mark.slow
+def test_ray_engine_matches_the_local_engine_and_finishes_a_local_job(tiny_model_tag, tmp_path):
+    lines = (ROOT / "data" / "sample" / "topic.jsonl").read_text(encoding="utf-8").splitlines()
+    texts = [json.loads(line)["text"] for line in lines if line.strip()][:40]
+    rows = [{"id": i, "text": t} for i, t in enumerate(texts)] + [{"id": 99, "text": None}]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    common = dict(model=tiny_model_tag, targets=[TARGET], part_size=10, batch_size=8, progress=False)
+
+    local = tmp_path / "local.parquet"
+    run_job(ScoreOptions(inp, local, **common))
+    on_ray = tmp_path / "ray.parquet"
+    summary = run_job(ScoreOptions(inp, on_ray, engine="ray", ray_actors=2, **common))
+    assert (summary.scored, summary.errors) == (40, 1)
+    assert_same(read_output(on_ray), read_output(local))
+    assert errors_path(on_ray).read_text() == errors_path(local).read_text()
+
+    import ray
+
+    assert not ray.is_initialized()  # the local Ray it started is shut down
