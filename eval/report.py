@@ -109,8 +109,12 @@ def build_blocks(ev: Evaluation) -> list[Block]:
         b.append(Block("warn", w))
     b += _headline(ev)
     tp = ev.model.throughput()
-    b.append(Block("p", f"Throughput while evaluating: {tp['articles_per_s']:.1f} articles/s "
-                   f"({tp['n']} articles, stance pairs and sentences in {tp['seconds']:.1f} s of prediction)."))
+    b.append(Block("h2", "Throughput"))
+    b.append(Block("p", f"{tp['articles_per_s']:.1f} articles/s while evaluating ({tp['n']} articles, stance "
+                   f"pairs and sentences in {tp['seconds']:.1f} s of prediction, whole articles in windows)."))
+    b.append(Block("table", ["file", "n", "seconds", "per second"],
+                   [[k, str(len(r.gold)), f"{r.seconds:.1f}", f"{len(r.gold) / r.seconds:.1f}" if r.seconds else "–"]
+                    for k, r in ev.model.results.items()]))
     for eset in ev.sets:
         b += _set_section(ev, eset)
     cals = {s.key: ev.model.results[s.key].metrics["calibration"] for s in ev.sets

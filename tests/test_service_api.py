@@ -144,7 +144,7 @@ BAD = [
     ("missing text", {"targets": ["x"]}, 422, ["text", "missing"]),
     ("text is a number", {"text": 42}, 422, ["text", "string"]),
     ("text is null", {"text": None}, 422, ["text"]),
-    ("targets not a list", {"text": CAIRO, "targets": "الحل"}, 422, ["targets", "list"]),
+    ("targets not a list", {"text": CAIRO, "targets": "الحل"}, 422, ["targets", "array"]),
     ("target not a string", {"text": CAIRO, "targets": [1]}, 422, ["targets.0"]),
     ("too many targets", {"text": CAIRO, "targets": [f"هدف {i}" for i in range(17)]}, 422, ["targets", "16"]),
     ("empty target", {"text": CAIRO, "targets": ["الحل", "  "]}, 422, ["target 1", "empty"]),

@@ -3,6 +3,8 @@ default model of `khabar serve`.
 """
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from pydantic import ValidationError
 
@@ -68,13 +70,17 @@ def test_describe_validation_messages():
     assert status == 422 and "items.2.text: required field is missing" in text and "foo: unknown field" in text
     status, text = describe_validation([{"type": "json_invalid", "loc": [], "msg": "Invalid JSON: EOF"}])
     assert status == 422 and "not valid JSON" in text
+    status, _ = describe_validation([{"type": "too_long", "loc": ["targets"], "msg": "List should have at most 16 items"}])
+    assert status == 422
+    status, _ = describe_validation([{"type": "too_long", "loc": ["items"], "msg": "List should have at most 256 items"}])
+    assert status == 413
 
 
 def test_default_tag_prefers_promoted(tiny_loaded):
     from khabar.commands.serve import _stored_models, default_tag
     from khabar.models.store import save_model
 
-    name = "khabar-serve-test"
+    name = f"khabar-serve-test-{uuid.uuid4().hex[:8]}"  # a store of its own
     promoted = save_model(tiny_loaded.model, tiny_loaded.tokenizer, training={}, name=name,
                           labels={"stage": "promoted"})
     newest = save_model(tiny_loaded.model, tiny_loaded.tokenizer, training={}, name=name,

@@ -1,0 +1,221 @@
+"""Inference engines for :class:`~khabar.models.predictor.Predictor`: fp32 PyTorch, or int8.
+
+An engine is a callable ``(batch of padded tensors, tasks) -> {task: numpy logits}``; the
+predictor does the windowing, batching and decoding, so every engine gives labels through the
+same code. Pick one by name with :func:`make_engine`:
+
+| name | what runs |
+| --- | --- |
+| ``fp32`` | the PyTorch model as trained (:class:`~khabar.models.predictor.TorchEngine`) |
+| ``onnx-int8`` | ONNX Runtime on a graph exported with ``torch.onnx.export(dynamo=True)`` and quantized with ``quantize_dynamic`` (int8 weights, activations quantized per call) |
+| ``torch-int8`` | PyTorch dynamic quantization of the encoder's ``nn.Linear`` layers |
+| ``int8`` | the faster of the two on a 2-core AVX2 CPU (measured: :data:`DEFAULT_INT8`) |
+
+The ONNX files are cached per model tag under ``KHABAR_HOME/cache/onnx/<name>-<version>/``
+(never inside the model store, whose folders are content of the artifact), so exporting and
+quantizing happen once per model.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from khabar.env import khabar_home
+from khabar.models.predictor import TorchEngine
+
+ENGINE_NAMES = ("fp32", "int8", "onnx-int8", "torch-int8")
+# Measured with `khabar bench` on the offline encoder (2 AVX2 cores): ONNX Runtime's int8 MatMuls
+# are clearly faster than PyTorch's dynamic quantization there; see the README's bench table.
+DEFAULT_INT8 = "onnx-int8"
+# Bump when the export recipe changes, so stale cached graphs are rebuilt.
+EXPORT_VERSION = 1
+HEAD_ORDER = ("topic", "stance", "ner")
+
+
+class EngineError(RuntimeError):
+    """An engine cannot be built here; the message says what to do."""
+
+
+def resolve_engine_name(name: str | None) -> str:
+    """Normalise an engine name (``None`` or empty -> ``fp32``; ``int8`` -> the measured default)."""
+    name = (name or "fp32").strip().lower()
+    if name not in ENGINE_NAMES:
+        raise EngineError(f"unknown engine {name!r}: choose one of {', '.join(ENGINE_NAMES)}")
+    return DEFAULT_INT8 if name == "int8" else name
+
+
+def make_engine(name: str | None, loaded, *, threads: int | None = None,
+                cache_dir: Path | None = None, progress: Callable[[str], None] | None = None) -> Callable:
+    """Build the engine ``name`` for a :class:`~khabar.models.store.LoadedModel`.
+
+    ``threads`` caps the engine's threads (default: KHABAR_THREADS, else all cores);
+    ``cache_dir`` overrides where ONNX files are kept (tests).
+    """
+    name = resolve_engine_name(name)
+    if name == "fp32":
+        return TorchEngine(loaded.model)
+    if name == "torch-int8":
+        return TorchInt8Engine(loaded.model)
+    return OnnxEngine.for_model(loaded, threads=threads, cache_dir=cache_dir, progress=progress)
+
+
+def engine_threads(threads: int | None = None) -> int:
+    """Threads an engine uses: the argument, else KHABAR_THREADS, else every core."""
+    return threads or int(os.environ.get("KHABAR_THREADS", "0")) or os.cpu_count() or 1
+
+
+# -- PyTorch dynamic quantization -------------------------------------------------------------
+class TorchInt8Engine(TorchEngine):
+    """The model with its encoder's Linear layers quantized to int8 (weights; activations per call).
+
+    The heads stay fp32: they are a sliver of the compute and carry the decision boundaries.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        quantized = copy.deepcopy(model).eval()
+        quantized.encoder = torch.ao.quantization.quantize_dynamic(
+            quantized.encoder, {torch.nn.Linear}, dtype=torch.qint8)
+        super().__init__(quantized)
+
+
+# -- ONNX Runtime ------------------------------------------------------------------------------
+class _AllHeads(torch.nn.Module):
+    """Export wrapper: fixed inputs, the logits of every head the model has, in HEAD_ORDER.
+
+    Computing all heads for every batch costs next to nothing (they are single Linear layers) and
+    keeps one graph per model instead of one per task set.
+    """
+
+    def __init__(self, model: torch.nn.Module, tasks: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.tasks = tasks
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                         token_type_ids=token_type_ids, tasks=self.tasks)
+        return tuple(out[t] for t in self.tasks)
+
+
+def onnx_cache_dir(tag: str) -> Path:
+    """Where the ONNX files of model ``tag`` are cached: KHABAR_HOME/cache/onnx/<name>-<version>."""
+    return khabar_home() / "cache" / "onnx" / tag.replace(":", "-").replace("/", "_")
+
+
+def export_onnx(model: torch.nn.Module, out_dir: Path, *, max_length: int,
+                progress: Callable[[str], None] | None = None) -> dict:
+    """Export ``model`` (a KhabarModel) to ``out_dir/model.onnx`` and ``model.int8.onnx``.
+
+    Batch and sequence axes are dynamic. Files are written in a temporary folder next to
+    ``out_dir`` and moved into place at the end, so a killed export leaves no half-written cache.
+    Returns the manifest written as ``out_dir/manifest.json``.
+    """
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    say = progress or (lambda m: None)
+    tasks = tuple(t for t in HEAD_ORDER if t in model.schema.tasks)
+    wrapper = _AllHeads(model, tasks).eval()
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
+    try:
+        # Batch 2 and 16 tokens: size-1 axes would be specialised away by torch.export.
+        example = {
+            "input_ids": torch.full((2, 16), 5, dtype=torch.long),
+            "attention_mask": torch.ones((2, 16), dtype=torch.long),
+            "token_type_ids": torch.zeros((2, 16), dtype=torch.long),
+        }
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        seq = torch.export.Dim("seq", min=2, max=max(max_length, 17))
+        dyn = {k: {0: batch, 1: seq} for k in example}
+        say("exporting the model to ONNX (torch.onnx.export, dynamo=True)")
+        with torch.inference_mode(False), torch.no_grad():
+            program = torch.onnx.export(wrapper, (), kwargs=example, dynamic_shapes=dyn, dynamo=True,
+                                        input_names=list(example), output_names=list(tasks))
+        program.save(str(tmp / "model.onnx"), external_data=False)
+        say("quantizing to int8 (onnxruntime quantize_dynamic, QInt8 weights)")
+        quantize_dynamic(tmp / "model.onnx", tmp / "model.int8.onnx", weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Gemm"])
+        manifest = {"export_version": EXPORT_VERSION, "tasks": list(tasks), "inputs": list(example),
+                    "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+                    "max_length": max_length}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _cached_manifest(folder: Path) -> dict | None:
+    """The manifest of a complete, current cache folder, else None."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if manifest.get("export_version") != EXPORT_VERSION or not (folder / "model.int8.onnx").exists():
+        return None
+    return manifest
+
+
+class OnnxEngine:
+    """ONNX Runtime session over an exported graph (int8 by default)."""
+
+    def __init__(self, path: Path, tasks: list[str], *, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise EngineError("the onnx engines need onnxruntime: pip install 'khabar[onnx]'") from None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = engine_threads(threads)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning worker threads burn the few shared cores other processes need.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.tasks = list(tasks)
+        self.path = Path(path)
+
+    @classmethod
+    def for_model(cls, loaded, *, int8: bool = True, threads: int | None = None,
+                  cache_dir: Path | None = None, progress: Callable[[str], None] | None = None) -> "OnnxEngine":
+        """The engine for a loaded model, exporting (once) into the ONNX cache when needed."""
+        folder = Path(cache_dir) if cache_dir else onnx_cache_dir(loaded.tag)
+        manifest = _cached_manifest(folder)
+        if manifest is None:
+            try:
+                manifest = export_onnx(loaded.model, folder, max_length=loaded.schema.max_length,
+                                       progress=progress)
+            except ImportError as err:
+                raise EngineError(f"the onnx engines need onnx, onnxscript and onnxruntime "
+                                  f"(pip install 'khabar[onnx]'): {err}") from None
+        path = folder / ("model.int8.onnx" if int8 else "model.onnx")
+        return cls(path, manifest["tasks"], threads=threads)
+
+    def __call__(self, batch: dict[str, torch.Tensor], tasks: tuple[str, ...]) -> dict[str, np.ndarray]:
+        ids = batch["input_ids"].numpy()
+        feed = {
+            "input_ids": ids,
+            "attention_mask": batch["attention_mask"].numpy(),
+            "token_type_ids": (batch["token_type_ids"].numpy() if "token_type_ids" in batch
+                               else np.zeros_like(ids)),
+        }
+        wanted = [t for t in tasks if t in self.tasks]
+        missing = set(tasks) - set(wanted)
+        if missing:
+            raise KeyError(f"this model has no {sorted(missing)} head (it has {self.tasks})")
+        outs = self.session.run(wanted, feed)
+        return dict(zip(wanted, outs))

@@ -1,0 +1,66 @@
+"""Promotion is one atomic step in the store; rollback returns to the previous promoted model."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from khabar.models.registry import list_models, promote, promoted_tag, read_stages, rollback, serving_tag
+from khabar.models.store import ModelStoreError
+
+
+def _copy_model(tag: str) -> str:
+    """A second stored model with the same files (a stand-in for a retrained candidate)."""
+    import shutil
+
+    import bentoml
+    from khabar.models.store import model_path
+
+    _, src = model_path(tag)
+    with bentoml.models.create("khabar", metadata={"tasks": ["topic"]}) as ref:
+        for item in src.iterdir():
+            if item.name in {"model.yaml"}:
+                continue
+            dst = Path(ref.path) / item.name
+            shutil.copytree(item, dst) if item.is_dir() else shutil.copy2(item, dst)
+        return str(ref.tag)
+
+
+def test_promote_and_rollback(tiny_model_tag):
+    first = promote(tiny_model_tag)
+    assert promoted_tag() == first == serving_tag()
+    second = promote(_copy_model(tiny_model_tag), reason="gate passed")
+    assert promoted_tag() == second != first
+    assert serving_tag(first) == first, "an explicit tag wins over the promoted one"
+    assert rollback() == first
+    assert promoted_tag() == first
+    stages = read_stages()
+    assert [h["reason"] for h in stages["history"]][-2:] == ["gate passed", f"rollback from {second}"]
+    rows = {r["tag"]: r for r in list_models()}
+    assert rows[first]["stage"] == "promoted" and rows[second]["stage"] == "retired"
+
+
+def test_promote_refuses_unknown_models():
+    with pytest.raises(ModelStoreError, match="no model"):
+        promote("khabar:nosuchversion")
+
+
+def test_cli_lists_every_subcommand_with_a_sentence():
+    out = subprocess.run([sys.executable, "-m", "khabar.cli", "--help"], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "200"}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for cmd in ("train", "eval", "serve", "score", "backbone", "models"):
+        line = next((l for l in out.stdout.splitlines() if l.strip().startswith(("│ " + cmd, cmd))), None)
+        assert line is not None, f"`khabar --help` does not list {cmd}:\n{out.stdout}"
+        assert len(line.split()) > 3, f"{cmd} has no description"
+
+
+def test_models_cli_reports_errors_in_one_line():
+    out = subprocess.run([sys.executable, "-m", "khabar.cli", "models", "promote", "khabar:nope"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: no model") and "Traceback" not in out.stderr
