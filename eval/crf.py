@@ -43,7 +43,7 @@ class CrfTagger:
     def fit(self, examples: list) -> "CrfTagger":
         import sklearn_crfsuite
 
-        self.crf = sklearn_crfsuite.CRF(algorithm="lbfgs", c1=0.05, c2=0.05, max_iterations=100,
+        self.crf = sklearn_crfsuite.CRF(algorithm="lbfgs", c1=0.05, c2=0.05, max_iterations=80,
                                         all_possible_transitions=True)
         x = [[token_features(list(e.tokens), i) for i in range(len(e.tokens))] for e in examples]
         self.crf.fit(x, [list(e.tags) for e in examples])

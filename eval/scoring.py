@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from khabar.eval.metrics import classification_metrics, entities_to_bio, ner_metrics
+from khabar.eval.metrics import classification_metrics, entities_to_bio, macro_labels, ner_metrics
 
 PRIMARY = {"topic": "macro_f1", "stance": "macro_f1", "ner": "micro_f1"}
 
@@ -73,7 +73,8 @@ def score_examples(predictor, task: str, examples: list, labels: list[str] | Non
     if task == "ner":
         metrics = ner_metrics(gold, pred)
     else:
-        metrics = classification_metrics(gold, pred, labels)
+        # Same label set as `khabar eval`: labels absent from a file's gold do not count.
+        metrics = classification_metrics(gold, pred, macro_labels(gold, labels) if labels else None)
     return Scored(metrics, gold, pred, probs)
 
 

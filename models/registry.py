@@ -23,7 +23,7 @@ def _stages_file() -> Path:
 
 
 def read_stages() -> dict:
-    """``{"promoted": tag | None, "history": [{"tag", "at", "reason"}...]}``."""
+    """``{"promoted": tag | None, "history": [{"tag", "at", "reason"}...], "gates": {tag: verdict}}``."""
     path = _stages_file()
     if not path.exists():
         return {"promoted": None, "history": []}
@@ -86,18 +86,33 @@ def rollback() -> str:
     return target
 
 
+def record_gate(tag: str, verdict: dict, report: str | None = None) -> None:
+    """Keep a retraining gate's verdict on ``tag`` in the stages file (``gates[tag]``).
+
+    Kept apart from ``history`` on purpose: history lists promotions, and rollback walks it.
+    """
+    full, _ = model_path(tag)
+    stages = read_stages()
+    stages.setdefault("gates", {})[full] = {
+        "passed": bool(verdict.get("passed")), "base": verdict.get("base"), "report": report,
+        "reasons": verdict.get("reasons", []), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    _write_stages(stages)
+
+
 def list_models() -> list[dict]:
     """Every stored khabar model, newest first, with stage, tasks and key dev metrics."""
     import bentoml
 
-    promoted = promoted_tag()
-    ever = {h["tag"] for h in read_stages()["history"]}
+    stages = read_stages()
+    promoted = stages.get("promoted")
+    ever = {h["tag"] for h in stages["history"]}
+    refused = {t for t, g in stages.get("gates", {}).items() if not g.get("passed")}
     rows = []
     for ref in bentoml.models.list(MODEL_NAME):
         tag = str(ref.tag)
         info = ref.info
-        stage = "promoted" if tag == promoted else ("retired" if tag in ever else
-                                                    info.labels.get("stage", "candidate"))
+        stage = "promoted" if tag == promoted else ("retired" if tag in ever else "refused" if tag in refused
+                                                    else info.labels.get("stage", "candidate"))
         rows.append({"tag": tag, "stage": stage, "created": info.creation_time.strftime("%Y-%m-%d %H:%M"),
                      "tasks": info.metadata.get("tasks", []),
                      "metrics": info.metadata.get("dev_metrics", {})})

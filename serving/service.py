@@ -10,6 +10,9 @@ environment variables (:mod:`khabar.serving.settings`); the guard in
 """
 from __future__ import annotations
 
+import logging
+
+import aiohttp
 import bentoml
 from bentoml.exceptions import ServiceUnavailable
 from starlette.responses import JSONResponse
@@ -21,6 +24,7 @@ from khabar.serving.schemas import BatchRequest, BatchResult, LabelRequest, Labe
 from khabar.serving.settings import SETTINGS as S
 from khabar.serving.web import app as web_app
 
+log = logging.getLogger("khabar.serving")
 ITEMS_PER_CALL = bentoml.metrics.Histogram(
     name="khabar_model_call_articles", documentation="Articles labelled per model call (after batching)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
@@ -79,17 +83,31 @@ class Khabar:
             if missing:
                 where = f"items.{n}.tasks" if len(items) > 1 else "tasks"
                 return _error(422, f"{where}: this model has no {missing} task; it has {have} (see GET /info)")
-        token = INTERNAL.set(True)
         try:
-            results = await self.to_async.label_many(items)
+            results = await self._batched(items)
         except ServiceUnavailable:
             return _error(503, "the service is overloaded: retry shortly", {"Retry-After": "5"})
-        finally:
-            INTERNAL.reset(token)
         for item, result in zip(items, results):
             if "stance" in (item.tasks or ()) and not item.targets:
                 result["warnings"].append("stance was asked for without targets: add them in 'targets'")
         return results
+
+    async def _batched(self, items: list[LabelRequest], attempts: int = 3) -> list[dict]:
+        """``label_many`` through BentoML's self-call, so that adaptive batching groups requests."""
+        token = INTERNAL.set(True)
+        try:
+            for attempt in range(attempts):
+                try:
+                    return await self.to_async.label_many(items)
+                except (aiohttp.ClientConnectionError, RuntimeError) as err:
+                    # BentoML 1.4.40's self-call client closes its session every 100 calls, under
+                    # the calls still in flight (bentoml/BentoML#5540); labelling is idempotent.
+                    if attempt == attempts - 1 or (isinstance(err, RuntimeError) and "closed" not in str(err)):
+                        raise
+                    log.warning("retrying the batching call after %r", err)
+        finally:
+            INTERNAL.reset(token)
+        raise AssertionError("unreachable")
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:

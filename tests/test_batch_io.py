@@ -153,7 +153,7 @@ def test_journal_is_locked_while_a_job_runs(tmp_path):
             PartStore(out).open(_fp(tmp_path), part_size=2)
 
 
-def test_merge_is_exact_and_a_finished_output_is_not_overwritten(tmp_path):
+def test_merge_is_exact_and_a_finished_output_is_complete_for_the_same_job_only(tmp_path):
     out = tmp_path / "out.jsonl"
     with PartStore(out).open(_fp(tmp_path), part_size=2) as store:
         store.write_part(1, [{"id": "c"}], [])
@@ -163,6 +163,12 @@ def test_merge_is_exact_and_a_finished_output_is_not_overwritten(tmp_path):
     assert [r["id"] for r in read_output(out)] == ["a", "b", "c"]
     assert json.loads(errors_path(out).read_text())["reason"] == "no id"
     assert not out.with_name("out.jsonl.parts").exists()
+    # The same job again: complete, nothing created. Another job, or a file made by hand: refused.
+    store = PartStore(out).open(_fp(tmp_path), part_size=2)
+    assert store.complete and not store.dir.exists()
+    with pytest.raises(JobError, match="already exists.*--restart"):
+        PartStore(out).open(_fp(tmp_path, targets=["x"]), part_size=2)
+    store.receipt_path.unlink()
     with pytest.raises(JobError, match="already exists.*--restart"):
         PartStore(out).open(_fp(tmp_path), part_size=2)
 

@@ -171,7 +171,37 @@ def test_disk_full_then_resume_refuses_other_jobs_and_finishes_exactly_once(
     got = read_output(out)
     assert [r["id"] for r in got] == ids
     assert_same(got, [reference[i] for i in ids])
+    assert run_job(ScoreOptions(inp, out, **opts)).already_complete  # the same command once more: a no-op
     with pytest.raises(JobError, match="already exists"):
-        run_job(ScoreOptions(inp, out, **opts))
+        run_job(ScoreOptions(inp, out, **{**opts, "targets": ["هدف آخر"]}))
     summary = run_job(ScoreOptions(inp, out, **{**opts, "model": other, "restart": True}))
     assert summary.scored == 24 and {r["model"]["name"] for r in read_output(out)} == {"khabar-other"}
+
+
+def test_a_crash_while_merging_or_cleaning_up_reruns_to_the_same_output(tiny_model_tag, reference, tmp_path, monkeypatch):
+    ids = list(reference)[:10]
+    inp = write_rows(tmp_path / "in.csv", rows_for(ids))
+    out = tmp_path / "out.jsonl"
+    opts = ScoreOptions(inp, out, model=tiny_model_tag, targets=TARGETS, part_size=4, progress=False)
+    real_replace = parts_mod.os.replace
+
+    def die_before_receipt(src, dst):  # OUTPUT is in place; the process dies before the receipt
+        if Path(dst).name.endswith(".job.json") and Path(dst).name.startswith("."):
+            raise SystemExit("killed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(parts_mod.os, "replace", die_before_receipt)
+    with pytest.raises(SystemExit):
+        run_job(opts)
+    monkeypatch.undo()
+    assert out.exists() and out.with_name(out.name + ".parts").exists()
+    summary = run_job(opts)
+    assert (summary.scored, summary.skipped) == (0, 10)  # nothing scored twice: merged again
+
+    monkeypatch.setattr(parts_mod.PartStore, "remove", lambda self: (_ for _ in ()).throw(SystemExit("killed")))
+    with pytest.raises(SystemExit):
+        run_job(ScoreOptions(**{**opts.__dict__, "restart": True}))
+    monkeypatch.undo()
+    assert run_job(opts).already_complete
+    assert not out.with_name(out.name + ".parts").exists()
+    assert_same(read_output(out), [reference[i] for i in ids])

@@ -103,7 +103,11 @@ class Chrome:
 
     def screenshot(self, path: Path) -> None:
         """Save a PNG of the whole page."""
-        data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
+        # A viewport as tall as the page rather than captureBeyondViewport, which shifts
+        # right-to-left pages sideways.
+        width, height = self.js("[document.documentElement.clientWidth, document.documentElement.scrollHeight]")
+        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+        data = self.send("Page.captureScreenshot", format="png")["data"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
 

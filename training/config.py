@@ -82,10 +82,15 @@ class TrainConfig:
     eval_batch_size: int = 32
     max_steps_per_epoch: int | None = None
     repair_bio: bool = True
+    # A stored model's tag: start from its weights instead of the bare backbone (retraining).
+    init_from: str | None = None
 
     def fingerprint(self) -> str:
         """Short hash of the resolved config: the same command resumes the same run."""
-        blob = json.dumps(asdict(self), sort_keys=True, default=str)
+        values = asdict(self)
+        if values["init_from"] is None:  # keeps the hashes (run folders) of configs written before it
+            del values["init_from"]
+        blob = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict:

@@ -146,6 +146,10 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
     schema = ModelSchema(tasks=labels, max_length=cfg.max_length, stride=cfg.stride,
                          backbone=backbone_identity(cfg.backbone, resolved))
     model = KhabarModel(load_encoder(resolved), schema, dropout=cfg.dropout)
+    if cfg.init_from:
+        from khabar.training.warmstart import init_from_stored
+
+        log(init_from_stored(model, cfg.init_from))
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     groups = [
         {"params": [p for n, p in model.encoder.named_parameters() if not n.endswith(no_decay)],

@@ -28,8 +28,13 @@ def _fail(message: str) -> None:
 def _stored_models(name: str = "khabar") -> list:
     """Models of that name in the store, newest first."""
     import bentoml
+    from bentoml.exceptions import NotFound
 
-    return sorted(bentoml.models.list(name), key=lambda m: m.creation_time, reverse=True)
+    try:
+        models = bentoml.models.list(name)
+    except NotFound:  # BentoML raises rather than return [] for a name it has never seen
+        return []
+    return sorted(models, key=lambda m: m.creation_time, reverse=True)
 
 
 def default_tag(models: list) -> str:

@@ -62,7 +62,7 @@ class JobSummary:
     def line(self) -> str:
         """The one-line summary the command prints."""
         if self.already_complete:
-            return f"{self.output} was already complete; nothing to do"
+            return f"{self.output} is already complete (same job, same inputs); nothing to do"
         errs = f"{self.errors} errors -> {errors_path(self.output)}" if self.errors else "0 errors"
         return (f"{self.rows} rows: {self.scored} scored, {self.skipped} skipped (done by an earlier run), "
                 f"{errs}; {self.seconds:.1f} s in all, {self.rows_per_s:.1f} rows/s while scoring "
@@ -127,7 +127,7 @@ def run_job(opts: ScoreOptions, log: Callable[[str], None] = lambda m: None) -> 
     summary = JobSummary(output=opts.output)
     opts.output.parent.mkdir(parents=True, exist_ok=True)
     with PartStore(opts.output).open(fp, opts.part_size, restart=opts.restart) as store:
-        if store.merged:
+        if store.complete:
             store.remove()
             summary.already_complete = True
             return summary

@@ -6,9 +6,12 @@ its ``part-<k>.jsonl`` exists: it is written to a temporary name, fsynced and re
 either complete or absent whatever moment the process dies at. Its error rows
 (``part-<k>.errors.jsonl``) are renamed into place just before it, so a done part always has
 them. ``job.json`` holds the job's fingerprint (model, options, input identities); a different
-job refuses to resume into the same output. At the end the parts are merged into OUTPUT and
-``OUTPUT.errors.jsonl`` (temporary file + rename again), ``job.json`` is marked merged, and the
-folder is removed.
+job refuses to resume into the same output.
+
+At the end the parts are merged into OUTPUT and ``OUTPUT.errors.jsonl`` (temporary file + rename
+again), then a receipt ``.OUTPUT.job.json`` (fingerprint and counts) is written beside OUTPUT and
+the parts folder is removed. The receipt lets the same command, rerun after the job finished (or
+after a crash during the cleanup), answer "already complete" instead of refusing or rescoring.
 """
 from __future__ import annotations
 
@@ -55,15 +58,23 @@ class PartStore:
 
     # -- opening ---------------------------------------------------------------------------------
     def open(self, fingerprint: dict, part_size: int, restart: bool = False) -> "PartStore":
-        """Start a job or resume the same one; refuse a different job unless ``restart``."""
-        if not (self.dir / "job.json").exists() and self.output.exists() and not restart:
-            raise JobError(f"{self.output} already exists (a finished job?); pass --restart to "
-                           "score again and overwrite it, or choose another --output")
+        """Start a job or resume the same one; refuse a different job unless ``restart``.
+
+        When the same job already finished, :attr:`complete` is set and nothing is created.
+        """
+        self.complete = False
+        if not restart and not (self.dir / "job.json").exists() and self.output.exists():
+            if self._finished_same_job(fingerprint):
+                self.complete = True
+                return self
+            raise JobError(f"{self.output} already exists (written by another job, or by hand); pass "
+                           "--restart to score again and overwrite it, or choose another --output")
         self._guard(lambda: self.dir.mkdir(parents=True, exist_ok=True), "creating")
         self._lock = open(self.dir / ".lock", "a+")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            self.close()
             raise JobError(f"another `khabar score` is writing {self.output}; wait for it to finish") from None
         try:
             if restart:
@@ -71,10 +82,13 @@ class PartStore:
             self._remove_temporaries()
             state = self._read_state()
             if state is None:
-                state = {"fingerprint": fingerprint, "part_size": part_size, "merged": False}
+                self.receipt_path.unlink(missing_ok=True)  # a stale one must not vouch for this job
+                state = {"fingerprint": fingerprint, "part_size": part_size}
                 self._write_state(state)
             else:
                 self._check_same_job(state["fingerprint"], fingerprint)
+                # Killed after the receipt was written, while removing the parts: it is done.
+                self.complete = self._finished_same_job(fingerprint)
         except BaseException:
             self.close()  # a refused job must not keep the lock (tracebacks keep objects alive)
             raise
@@ -99,9 +113,16 @@ class PartStore:
         return int(self.state["part_size"])
 
     @property
-    def merged(self) -> bool:
-        """Whether OUTPUT was already written from the parts (only the cleanup was left)."""
-        return bool(self.state.get("merged")) and self.output.exists()
+    def receipt_path(self) -> Path:
+        """The hidden receipt a finished job leaves beside OUTPUT."""
+        return self.output.with_name(f".{self.output.name}.job.json")
+
+    def _finished_same_job(self, fingerprint: dict) -> bool:
+        try:
+            receipt = json.loads(self.receipt_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return self.output.exists() and receipt.get("fingerprint") == fingerprint
 
     def done_parts(self) -> set[int]:
         """Indices of the parts that are complete."""
@@ -136,12 +157,12 @@ class PartStore:
             self._atomic(err_path, lambda fh: write_output(errs, fh, "jsonl", False))
         else:
             err_path.unlink(missing_ok=True)  # a stale file of an earlier job would mislead
-        self.state["merged"] = True
-        self._write_state(self.state)
+        receipt = {"fingerprint": self.state["fingerprint"], "rows": counted["rows"], "errors": n_errors}
+        self._atomic(self.receipt_path, lambda fh: fh.write(json.dumps(receipt, ensure_ascii=False).encode("utf-8")))
         return counted["rows"], n_errors
 
     def remove(self) -> None:
-        """Delete the parts folder once OUTPUT is written."""
+        """Delete the parts folder once OUTPUT and the receipt are written."""
         self.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -202,6 +223,7 @@ class PartStore:
                        "start over")
 
     def _clear(self) -> None:
+        self.receipt_path.unlink(missing_ok=True)
         for entry in self.dir.iterdir():
             if entry.name != ".lock":
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()

@@ -1,8 +1,8 @@
 """The Ray engine: Ray Data ``map_batches`` over a pool of actors, each loading the model once.
 
 The driver walks the input exactly as the local engine does (same row checks, same parts), puts
-the texts of the parts still to do into the object store (one block per part, spilled to disk by
-Ray when large), and streams the labelled rows back. A part is committed through the same journal
+the texts of the parts still to do into the object store (one block per model batch, spilled to
+disk by Ray when large), and streams the labelled rows back. A part is committed through the same journal
 as soon as all its rows are back, so a killed job resumes the same way whichever engine ran it.
 Workers must see the model store: on a local Ray they inherit this process's KHABAR_HOME; on a
 cluster (``--ray-address``) KHABAR_HOME must be on storage every node mounts at the same path.
@@ -92,9 +92,13 @@ class RayEngine:
                 bar.update(part.size)
                 continue
             n = len(part.valid)
-            table = pa.table({"part": pa.array([part.index] * n, pa.int64()), "pos": pa.array(range(n), pa.int64()),
-                              "text": pa.array([v[1] for v in part.valid], pa.string())})
-            refs.append(self.ray.put(table))
+            # One block per model batch, so that every actor gets work (an actor takes whole blocks).
+            for start in range(0, n, self.opts.batch_size):
+                stop = min(start + self.opts.batch_size, n)
+                refs.append(self.ray.put(pa.table({
+                    "part": pa.array([part.index] * (stop - start), pa.int64()),
+                    "pos": pa.array(range(start, stop), pa.int64()),
+                    "text": pa.array([v[1] for v in part.valid[start:stop]], pa.string())})))
             pending[part.index] = {"part": part, "results": [None] * n, "left": n}
         return self._stream(refs, pending, store, bar) if refs else 0
 

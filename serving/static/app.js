@@ -146,7 +146,7 @@ async function analyze() {
     renderEntities(text, result.entities);
     $("warnings").replaceChildren(...result.warnings.map((w) => el("li", {}, w)));
     $("result").hidden = false;
-    $("status").textContent = `تم في ${Math.round(performance.now() - started)} ms · ${result.entities.length} كيان`;
+    $("status").textContent = `تم في ${Math.round(performance.now() - started)} مللي ثانية · الكيانات: ${result.entities.length}`;
   } catch (err) {
     showError(`تعذّر الاتصال بالخادم: ${err.message}`);
   } finally {
