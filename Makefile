@@ -9,7 +9,7 @@ CONFIG ?= configs/offline.yaml
 MODEL ?= khabar:latest
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help setup setup-ray setup-browser test serve train eval bench backbone clean-venv
+.PHONY: help setup setup-browser test serve train eval bench backbone clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -22,11 +22,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: an unpinned torch pulled in by another package is a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,onnx]'
+	$(BIN)/pip install -q -e '.[dev,onnx,ray]'
 	touch $@
-
-setup-ray: setup ## add the Ray extra (batch scoring on Ray)
-	$(BIN)/pip install -q -e '.[ray]'
 
 setup-browser: ## install headless Chromium for the web-page test (Debian; needs root)
 	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: the browser test will skip"

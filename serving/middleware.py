@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import hmac
 import json
+import logging
 
 from khabar.serving.settings import Settings
 
@@ -65,10 +66,24 @@ def describe_validation(detail: list[dict]) -> tuple[int, str]:
     return status, "; ".join(parts) or "invalid request"
 
 
+class _QuietValidation(logging.Filter):
+    """BentoML logs every rejected request as an ERROR with a traceback; a client's invalid
+    input is not a server error, so it becomes one INFO line (hostile traffic must not flood logs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pydantic import ValidationError
+
+        if record.exc_info and isinstance(record.exc_info[1], ValidationError):
+            record.msg, record.exc_info, record.exc_text = "Rejected invalid request on %s [%s]", None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 class Guard:
     """ASGI middleware; ``settings`` gives the token and the limits."""
 
     def __init__(self, app, settings: Settings) -> None:
+        logging.getLogger("bentoml._internal.server.http_app").addFilter(_QuietValidation())
         self.app = app
         self.settings = settings
         self.in_flight = 0

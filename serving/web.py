@@ -47,6 +47,8 @@ async def openapi(_: Request) -> JSONResponse:
     spec = Khabar.openapi_spec.asdict()
     spec["paths"].pop(INTERNAL_PATH, None)
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for name in [n for n in schemas if n.startswith("label_many")]:
+        del schemas[name]
     for model in (ErrorResponse, InfoResponse):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))

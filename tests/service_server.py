@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_NER = ROOT / "data" / "sample" / "ner.conll"
 READY_TIMEOUT_S = float(os.environ.get("KHABAR_TEST_SERVER_TIMEOUT", "180"))
 
 
@@ -80,3 +81,38 @@ class Server:
     def log(self) -> str:
         """The server's output so far."""
         return self.log_path.read_text(errors="replace")
+
+
+def sample_sentences(n: int) -> list[str]:
+    """The n sentences of the project's own NER sample with the most entities.
+
+    The tiny test model was trained on them, so it finds entities there even when it finds none
+    in new text: tests of the offset invariant need real entities to check.
+    """
+    sentences, words, entities = [], [], 0
+    for line in SAMPLE_NER.read_text(encoding="utf-8").splitlines() + [""]:
+        parts = line.split()
+        if parts:
+            words.append(parts[0])
+            entities += parts[-1].startswith("B-")
+        elif words:
+            sentences.append((entities, " ".join(words)))
+            words, entities = [], 0
+    return [text for _, text in sorted(sentences, key=lambda s: -s[0])[:n]]
+
+
+def decorate(text: str, k: int = 0) -> str:
+    """The same sentence as a reader sees it, with what normalization removes or changes: tashkeel,
+    tatweel, an invisible direction mark, doubled spaces and an emoji (outside the BMP, so code
+    points and UTF-16 units differ). Entities found in it must still index this exact string."""
+    out = []
+    for i, word in enumerate(text.split(" ")):
+        if len(word) > 3 and "\u0621" <= word[1] <= "\u064a" and "\u0621" <= word[2] <= "\u064a":
+            if i % 3 == k % 3:
+                word = word[:2] + "\u0640\u0640" + word[2:]      # tatweel
+            elif i % 3 == (k + 1) % 3:
+                word = word[0] + "\u064e" + word[1:]             # fatha
+            elif i % 5 == 0:
+                word = word + "\u200f"                           # right-to-left mark
+        out.append(word)
+    return "🗞️ " + "  ".join(out)

@@ -80,12 +80,14 @@ def test_sigkill_then_rerun_finishes_exactly_once_with_the_clean_labels(tiny_mod
         with log.open("ab") as err:
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + 300
-        while done_parts(parts_dir) < before + more:
-            assert proc.poll() is None, f"finished before it could be killed: {log.read_text()[-2000:]}"
-            assert time.monotonic() < deadline, "no progress"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        try:
+            while done_parts(parts_dir) < before + more:
+                assert proc.poll() is None, f"finished before it could be killed: {log.read_text()[-2000:]}"
+                assert time.monotonic() < deadline, "no progress"
+                time.sleep(0.01)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
         assert proc.returncode == -signal.SIGKILL
     assert not out.exists() and done_parts(parts_dir) >= 5
 

@@ -13,9 +13,12 @@ import httpx
 import pytest
 
 from khabar.serving.schemas import BatchResult, InfoResponse, LabelResult
-from service_server import Server
+from khabar.models.normalize import normalize
+from service_server import Server, decorate, sample_sentences
 
-LIMITS = {"KHABAR_MAX_CHARS": "3000", "KHABAR_MAX_BODY_BYTES": "32768", "KHABAR_MAX_BATCH_ITEMS": "20"}
+# KHABAR_MAX_BATCH_SIZE=4: a 20-item /label_batch is split over several model calls.
+LIMITS = {"KHABAR_MAX_CHARS": "3000", "KHABAR_MAX_BODY_BYTES": "32768", "KHABAR_MAX_BATCH_ITEMS": "20",
+          "KHABAR_MAX_BATCH_SIZE": "4"}
 
 CAIRO = ("استقبل الرئيس المصري في القاهرة وفدًا من جامعة الدول العربية لبحث الأزمة في السودان، "
          "وأكد وزير الخارجية أن الحل السياسي هو الطريق الوحيد.")
@@ -62,10 +65,11 @@ def check_result(result: dict, text: str, targets: list[str], info: dict) -> Non
     """Schema, probabilities, stance order and the offset invariant of one /label answer."""
     LabelResult.model_validate(result)
     topic = result["topic"]
-    assert topic["label"] in info["tasks"]["topic"]
-    assert set(topic["scores"]) == set(info["tasks"]["topic"])
-    assert sum(topic["scores"].values()) == pytest.approx(1.0, abs=1e-4)
-    assert topic["score"] == pytest.approx(max(topic["scores"].values()))
+    if topic is not None:
+        assert topic["label"] in info["tasks"]["topic"]
+        assert set(topic["scores"]) == set(info["tasks"]["topic"])
+        assert sum(topic["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert topic["score"] == pytest.approx(max(topic["scores"].values()))
     assert [s["target"] for s in result["stance"]] == targets
     for s in result["stance"]:
         assert s["label"] in info["tasks"]["stance"]
@@ -81,19 +85,34 @@ def check_result(result: dict, text: str, targets: list[str], info: dict) -> Non
 
 
 def test_label_schema_and_offsets(client, info):
-    total_entities = 0
     for text in TEXTS:
         resp = client.post("/label", json={"text": text, "targets": TARGETS})
         assert resp.status_code == 200, resp.text
         check_result(resp.json(), text, TARGETS, info)
-        total_entities += len(resp.json()["entities"])
-    # The invariant above must have been exercised on real entities.
-    assert total_entities > 0
+
+
+def test_offsets_exact_through_normalization(client, info):
+    """Sentences the tiny model finds entities in, decorated with what normalization removes:
+    the entities are the same as in the plain sentence, at offsets into the decorated string."""
+    plain = sample_sentences(20)
+    decorated = [decorate(t, k) for k, t in enumerate(plain)]
+    got = {}
+    for name, texts in (("plain", plain), ("decorated", decorated)):
+        resp = client.post("/label_batch", json={"items": [{"text": t, "tasks": ["entities"]} for t in texts]})
+        assert resp.status_code == 200, resp.text
+        got[name] = resp.json()["results"]
+    assert sum(len(r["entities"]) for r in got["decorated"]) > 0, "the invariant was checked on real entities"
+    for text, result, reference in zip(decorated, got["decorated"], got["plain"]):
+        check_result(result, text, [], info)
+        assert [e["label"] for e in result["entities"]] == [e["label"] for e in reference["entities"]]
+        assert [normalize(e["text"]).text for e in result["entities"]] == \
+               [normalize(e["text"]).text for e in reference["entities"]]
 
 
 def test_long_article_entities_span_windows(client, info):
     result = client.post("/label", json={"text": LONG}).json()
     check_result(result, LONG, [], info)
+    assert result["topic"] is not None
     # The same paragraph repeats four times across windows: anything found in the first copy of
     # a paragraph is found in the later copies too, at the shifted offsets.
     if result["entities"]:
@@ -135,6 +154,13 @@ def test_batch_keeps_order_and_matches_single_calls(client, info):
         assert [(e["start"], e["end"], e["label"]) for e in result["entities"]] == \
                [(e["start"], e["end"], e["label"]) for e in single["entities"]]
         assert [s["label"] for s in result["stance"]] == [s["label"] for s in single["stance"]]
+
+
+def test_batch_split_over_model_calls_keeps_order(client):
+    items = [{"text": PARAGRAPHS[i % 5], "targets": [f"الهدف رقم {i}"]} for i in range(20)]
+    resp = client.post("/label_batch", json={"items": items})
+    assert resp.status_code == 200, resp.text
+    assert [r["stance"][0]["target"] for r in resp.json()["results"]] == [f"الهدف رقم {i}" for i in range(20)]
 
 
 BAD = [

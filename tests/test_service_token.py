@@ -3,6 +3,7 @@ service whose model cannot be loaded never reports ready.
 """
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from dataclasses import replace
@@ -31,7 +32,8 @@ def two_task_tag(tiny_loaded) -> str:
 
 @pytest.fixture(scope="module")
 def server(two_task_tag, tmp_path_factory):
-    srv = Server(two_task_tag, tmp_path_factory.mktemp("service_token") / "server.log", KHABAR_API_TOKEN=TOKEN)
+    srv = Server(two_task_tag, tmp_path_factory.mktemp("service_token") / "server.log", KHABAR_API_TOKEN=TOKEN,
+                 KHABAR_MAX_CONCURRENCY="3")
     try:
         yield srv.wait_ready()
     finally:
@@ -82,6 +84,19 @@ def test_a_task_the_model_lacks(client):
                         headers=AUTH)
     assert batch.status_code == 422 and "items.1.tasks" in batch.json()["error"]
     assert set(client.get("/info", headers=AUTH).json()["tasks"]) == {"topic", "entities"}
+
+
+def test_overload_gets_429_with_retry_after(server):
+    """More labelling requests in flight than KHABAR_MAX_CONCURRENCY: the rest are shed, not queued."""
+    async def burst():
+        async with httpx.AsyncClient(base_url=server.url, timeout=120, headers=AUTH) as ac:
+            return await asyncio.gather(*(ac.post("/label", json={"text": TEXT * 20}) for _ in range(24)))
+
+    responses = asyncio.run(burst())
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) == {200, 429} and codes.count(200) >= 3, codes
+    shed = next(r for r in responses if r.status_code == 429)
+    assert shed.headers["Retry-After"] == "1" and "KHABAR_MAX_CONCURRENCY" in shed.json()["error"]
 
 
 def test_not_ready_without_a_model(tiny_model_tag, tmp_path):

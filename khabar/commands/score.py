@@ -1,10 +1,18 @@
 """`khabar score`: label a file (or folder) of articles with a stored model; resumable."""
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+
+class EngineName(str, Enum):
+    """Where rows are scored."""
+
+    local = "local"
+    ray = "ray"
 
 
 def score_command(
@@ -16,7 +24,7 @@ def score_command(
     text_field: str = typer.Option("text", "--text-field", help="Field/column holding the article text."),
     id_field: str = typer.Option("id", "--id-field", help="Field/column holding the article id."),
     batch_size: int = typer.Option(32, "--batch-size", help="Articles per model call."),
-    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data actors)."),
+    engine: EngineName = typer.Option(EngineName.local, "--engine", help="local (this process) or ray (Ray Data actors)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster instead of starting a local one."),
     ray_actors: Optional[int] = typer.Option(None, "--ray-actors", help="Actors (1 CPU each); default: one per CPU of the cluster."),
     max_chars: int = typer.Option(100_000, "--max-chars", help="Longer texts become error rows."),
@@ -33,24 +41,24 @@ def score_command(
     from khabar.models.store import ModelStoreError
     from khabar.serving.batch import InputError, JobError, ScoreOptions, run_job
 
-    if engine not in ("local", "ray"):
-        typer.echo(f"error: --engine must be local or ray, not {engine!r}", err=True)
-        raise typer.Exit(2)
     opts = ScoreOptions(
         input=input, output=output, model=model, targets=list(targets),
         tasks=[t.strip() for spec in tasks for t in spec.split(",") if t.strip()],
         text_field=text_field, id_field=id_field, batch_size=batch_size, max_chars=max_chars,
-        part_size=part_size, restart=restart, engine=engine, ray_address=ray_address,
+        part_size=part_size, restart=restart, engine=engine.value, ray_address=ray_address,
         ray_actors=ray_actors, progress=not quiet)
     try:
         summary = run_job(opts, log=lambda m: typer.echo(m, err=True))
     except (JobError, InputError, ModelStoreError, ValueError, ImportError) as err:
         typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     typer.echo(summary.line(), err=True)
     typer.echo(str(output))
 
 
 def register(app: typer.Typer) -> None:
     """Add `khabar score`."""
-    app.command("score", help="Label a file or folder of articles (JSONL/CSV/Parquet) into a file; resumable, local or on Ray.")(score_command)
+    app.command("score", help=(
+        "Label a file or folder of articles (JSONL/CSV/Parquet) into a file, locally or on Ray. Error rows go "
+        "to OUTPUT.errors.jsonl. After a crash, rerun the same command: it resumes, and OUTPUT gets exactly "
+        "one row per valid id."))(score_command)

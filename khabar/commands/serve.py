@@ -91,6 +91,8 @@ def serve_command(
     if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("KHABAR_API_TOKEN"):
         typer.echo(f"warning: binding {host} without KHABAR_API_TOKEN: anyone who can reach it can use it", err=True)
     os.environ.update(KHABAR_MODEL=model, KHABAR_WORKERS=str(workers))
+    # Each worker runs torch on its share of the cores, rather than every worker on all of them.
+    os.environ.setdefault("KHABAR_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     bentoml_cli = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or shutil.which("bentoml")
     if bentoml_cli is None:
         _fail("the `bentoml` command is not installed in this environment: run `make setup`")

@@ -99,6 +99,8 @@ class RayEngine:
                     "part": pa.array([part.index] * (stop - start), pa.int64()),
                     "pos": pa.array(range(start, stop), pa.int64()),
                     "text": pa.array([v[1] for v in part.valid[start:stop]], pa.string())})))
+            # The texts now live in the object store; the driver keeps ids and where rows came from.
+            part.valid = [(id_, None, source, row) for id_, _, source, row in part.valid]
             pending[part.index] = {"part": part, "results": [None] * n, "left": n}
         return self._stream(refs, pending, store, bar) if refs else 0
 

@@ -1,0 +1,83 @@
+"""The `khabar bench` report as a Markdown table (also what the command prints)."""
+from __future__ import annotations
+
+
+def _num(value, fmt: str = "{:.2f}") -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def _agree(row: dict) -> str:
+    a = row.get("agreement")
+    if not a:
+        return "(reference)" if row["key"] == "baseline" and row.get("status") == "ok" else "–"
+    return f"{a['topic']:.0%} / {a['stance']:.0%} / {a['entities_f1']:.2f}"
+
+
+def table(report: dict) -> str:
+    """The rows as a Markdown table."""
+    head = ("| row | articles/s | × baseline | p50 ms | p95 ms | peak RSS MB | agreement topic / stance / entity F1 "
+            "| topic acc. (gold) |\n|---|---:|---:|---:|---:|---:|---|---:|\n")
+    lines = []
+    for r in report["rows"]:
+        if r["status"] != "ok":
+            lines.append(f"| {r['name']} | {r['status']} | | | | | | |")
+            continue
+        lines.append(f"| {r['name']} | {_num(r['articles_per_s'])} | {_num(r.get('ratio'), '{:.2f}×')} "
+                     f"| {_num(r.get('p50_ms'), '{:.0f}')} | {_num(r.get('p95_ms'), '{:.0f}')} "
+                     f"| {_num(r.get('peak_rss_mb'), '{:.0f}')} | {_agree(r)} | {_num(r.get('topic_accuracy'), '{:.1%}')} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def training_line(report: dict) -> str:
+    """One line on training throughput."""
+    t = report["training"]
+    if t.get("status") != "ok":
+        return f"Training throughput: {t.get('status')}.\n"
+    return (f"Training throughput ({t['task']}, batch {t['batch_size']}, {t['steps']} steps, windows of "
+            f"≤{t['max_length']} tokens): khabar loop {t['khabar']['examples_per_s']:.2f} examples/s, "
+            f"transformers.Trainer {t['trainer']['examples_per_s']:.2f} examples/s: **{t['ratio']:.2f}×**.\n")
+
+
+def dev_table(report: dict) -> str:
+    """int8 against fp32 on the dev sets, in points."""
+    dev = report["int8_vs_fp32_dev"]
+    if dev.get("status") != "ok":
+        return f"int8 against fp32 on dev sets: {dev.get('status')}.\n"
+    eng = dev["engine"]
+    out = [f"int8 ({eng}) against fp32 on dev sets:\n", "| set | n | metric | fp32 | int8 | Δ points |",
+           "|---|---:|---|---:|---:|---:|"]
+    for s in dev["sets"]:
+        key = "micro_f1" if s["task"] == "ner" else "macro_f1"
+        a, b = s["fp32"][key], s[eng][key]
+        out.append(f"| {s['task']}/{s['set']} | {s['n']} | {key} | {a:.4f} | {b:.4f} | {100 * (b - a):+.2f} |")
+    return "\n".join(out) + "\n"
+
+
+def markdown(report: dict) -> str:
+    """The whole report: settings, the table, ratios against the targets, training, dev check."""
+    r = report["ratios"]
+    met = report["met"]
+    mark = lambda ok: "–" if ok is None else ("met" if ok else "missed")  # noqa: E731
+    peak = report["peak_rss_mb"].get("service")
+    lines = [
+        f"# khabar bench: {report['model']}\n",
+        f"{report['n_articles']} articles of {report['data']} (title + body, seeded sample), one stance target "
+        f"each (\"{report['target']}\"); {report['threads']} threads; {report['started']}; "
+        f"backbone {report['backbone']}.\n",
+        table(report),
+        "Latency: from submitting an article to getting its labels (predictor rows: its call of "
+        "32 articles; service: one request among concurrent clients). Agreement is with the baseline's labels; "
+        "the baseline's topic and stance see only an article's first window, khabar averages all windows.\n",
+        f"- int8 predictor ({report['int8_engine']}): {_num(r['predictor_int8'], '{:.2f}×')} the baseline "
+        f"(target ≥ {report['targets']['predictor_int8']}×: {mark(met['predictor_int8'])})",
+        f"- service, {next((x.get('clients') for x in report['rows'] if x['key'] == 'service'), '?')} clients: "
+        f"{_num(r['service'], '{:.2f}×')} (target ≥ {report['targets']['service']}×: {mark(met['service'])}); "
+        f"peak RSS of the worker {_num(peak, '{:.0f}')} MB (target ≤ {report['targets']['service_rss_mb']:.0f}: "
+        f"{mark(met['service_rss'])})",
+        f"- batch job: {_num(r['batch'], '{:.2f}×')}",
+        f"- training: {_num(r['training'], '{:.2f}×')} transformers.Trainer "
+        f"(target ≥ {report['targets']['training']}×: {mark(met['training'])})\n",
+        training_line(report),
+        dev_table(report),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,228 @@
+"""The in-process rows of `khabar bench`, each run in its own child process.
+
+``python -m khabar.eval.bench_rows ROW SPEC.json OUT.json`` runs one row and writes its figures,
+so every row starts from a fresh interpreter (no warm caches from an earlier row) and its peak RSS
+is its own. Rows: ``prepare`` (export the three pipeline folders, build the ONNX cache),
+``baseline`` (three ``transformers.pipeline``s, one article at a time), ``predictor`` (khabar's
+predictor with one engine), ``training`` (see :mod:`khabar.eval.bench_train`) and ``dev``
+(int8 against fp32 on dev sets).
+
+A row's labels come back as ``{"topic": label, "stance": label, "entities": [[start, end, type]]}``
+per article, with offsets into the article as sent, so the driver can compare any two rows.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+
+def peak_rss_mb(pid: int | str = "self") -> float | None:
+    """Peak resident set size of a process (Linux VmHWM), in MB; None where unavailable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    if pid == "self":
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
+
+
+def summarize(result: dict) -> dict:
+    """The comparable part of one predictor / service / batch result."""
+    topic = result.get("topic") or {}
+    stance = result.get("stance") or []
+    return {"topic": topic.get("label"), "stance": stance[0]["label"] if stance else None,
+            "entities": sorted([e["start"], e["end"], e["label"]] for e in result.get("entities") or [])}
+
+
+def read_articles(path: Path) -> list[dict]:
+    """The bench's articles (``id``, ``text``, ``label``) from its JSON Lines file."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _threads(spec: dict) -> int:
+    import torch
+
+    threads = int(spec["threads"])
+    torch.set_num_threads(threads)
+    return threads
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="article", dynamic_ncols=True, file=sys.stderr,
+                mininterval=1.0 if sys.stderr.isatty() else 30.0)
+
+
+# -- rows ----------------------------------------------------------------------------------------
+def row_prepare(spec: dict) -> dict:
+    """Export the three pipeline folders and build the int8 engines' caches (not timed)."""
+    from khabar.models.engines import OnnxEngine
+    from khabar.models.export import EXPORT_FILE, export_task
+    from khabar.models.store import load_model
+
+    _threads(spec)
+    loaded = load_model(spec["tag"])
+    hf = Path(spec["hf_dir"])
+    for task in ("topic", "stance", "entities"):
+        info = hf / task / EXPORT_FILE
+        if not (info.exists() and json.loads(info.read_text(encoding="utf-8")).get("model") == loaded.tag):
+            export_task(loaded, task, hf / task)
+    if spec.get("onnx", True):
+        OnnxEngine.for_model(loaded, threads=int(spec["threads"]),
+                             progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
+    return {"tag": loaded.tag, "schema": {"max_length": loaded.schema.max_length,
+                                          "stride": loaded.schema.stride},
+            "backbone": loaded.schema.backbone}
+
+
+def row_baseline(spec: dict) -> dict:
+    """Three plain pipelines (topic, stance pair, entities), fp32, one article at a time.
+
+    What a user of the exported folders would write: normalize as khabar does, then call the
+    pipelines one after another. Topic and stance see the first window (``truncation``); the
+    entity pipeline covers the whole article with khabar's stride.
+    """
+    from transformers import pipeline
+    from transformers.utils import logging as hf_logging
+
+    from khabar.models.normalize import normalize
+
+    _threads(spec)
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore")  # the entity pipeline warns on every call for non-WordPiece vocabularies
+    hf = Path(spec["hf_dir"])
+    topic = pipeline("text-classification", model=str(hf / "topic"), device="cpu")
+    stance = pipeline("text-classification", model=str(hf / "stance"), device="cpu")
+    ner = pipeline("token-classification", model=str(hf / "entities"), device="cpu",
+                   aggregation_strategy="first", stride=int(spec["stride"]))
+    target = normalize(spec["target"]).text
+
+    def one(text: str) -> dict:
+        norm = normalize(text)
+        t = topic(norm.text, truncation=True)
+        s = stance({"text": target, "text_pair": norm.text}, truncation="only_second")
+        ents = ner(norm.text)
+        t = t[0] if isinstance(t, list) else t
+        s = s[0] if isinstance(s, list) else s
+        spans = [[*norm.span_to_original(int(e["start"]), int(e["end"])), e["entity_group"]] for e in ents]
+        return {"topic": t["label"], "stance": s["label"], "entities": sorted(spans)}
+
+    articles = read_articles(Path(spec["articles"]))
+    for a in articles[: spec.get("warmup", 2)]:
+        one(a["text"])
+    labels, lat = [], []
+    bar = _progress(len(articles), "baseline")
+    start = time.perf_counter()
+    for a in articles:
+        t0 = time.perf_counter()
+        labels.append(one(a["text"]))
+        lat.append((time.perf_counter() - t0) * 1000)
+        bar.update(1)
+    seconds = time.perf_counter() - start
+    bar.close()
+    return {"seconds": seconds, "latencies_ms": lat, "labels": labels}
+
+
+def row_predictor(spec: dict) -> dict:
+    """khabar's predictor in this process with one engine, ``chunk`` articles per call."""
+    from khabar.models.engines import make_engine, resolve_engine_name
+    from khabar.models.predictor import LabelRequest, Predictor
+    from khabar.models.store import load_model
+
+    threads = _threads(spec)
+    loaded = load_model(spec["tag"])
+    engine = make_engine(spec["engine"], loaded, threads=threads)
+    predictor = Predictor(loaded.model, loaded.tokenizer, loaded.schema,
+                          batch_size=int(spec.get("batch_size", 16)), model_info=loaded.info,
+                          engine=engine, threads=threads)
+    if resolve_engine_name(spec["engine"]) == "onnx-int8":
+        loaded.model = None  # ONNX Runtime holds its own weights; the fp32 copy can go
+    articles = read_articles(Path(spec["articles"]))
+    targets = [spec["target"]]
+    predictor.label([LabelRequest(a["text"], targets) for a in articles[: spec.get("warmup", 2)]])
+    chunk = int(spec.get("chunk", 32))
+    labels, lat = [], []
+    bar = _progress(len(articles), f"predictor {spec['engine']}")
+    start = time.perf_counter()
+    for i in range(0, len(articles), chunk):
+        part = articles[i: i + chunk]
+        t0 = time.perf_counter()
+        out = predictor.label([LabelRequest(a["text"], targets) for a in part])
+        dt = (time.perf_counter() - t0) * 1000
+        labels += [summarize(r) for r in out]
+        lat += [dt] * len(part)  # every article of a call waits for the whole call
+        bar.update(len(part))
+    seconds = time.perf_counter() - start
+    bar.close()
+    return {"seconds": seconds, "latencies_ms": lat, "labels": labels,
+            "engine": resolve_engine_name(spec["engine"])}
+
+
+def row_dev(spec: dict) -> dict:
+    """int8 against fp32 on dev sets: stance macro-F1 and NER micro-F1 per set (topic accuracy
+    comes from the predictor rows, on the bench's own dev articles)."""
+    from khabar.eval.scoring import score_examples
+    from khabar.models.engines import make_engine, resolve_engine_name
+    from khabar.models.predictor import Predictor
+    from khabar.models.store import load_model
+    from khabar.training.config import Source
+    from khabar.training.data import read_source
+
+    threads = _threads(spec)
+    loaded = load_model(spec["tag"])
+    int8 = resolve_engine_name(spec.get("engine", "int8"))
+    predictors = {
+        "fp32": Predictor(loaded.model, loaded.tokenizer, loaded.schema, threads=threads),
+        int8: Predictor(None, loaded.tokenizer, loaded.schema, threads=threads,
+                        engine=make_engine(int8, loaded, threads=threads)),
+    }
+    sets = []
+    for task, name, path in spec["sets"]:
+        if task not in loaded.schema.tasks:
+            continue
+        limit = int(spec.get("limit") or 0) or None
+        examples = read_source(task, Source(path=path, name=name, limit=limit), seed=13).examples
+        labels = loaded.schema.tasks[task] if task != "ner" else None
+        entry = {"task": task, "set": name, "n": len(examples)}
+        for engine, pred in predictors.items():
+            t0 = time.perf_counter()
+            m = score_examples(pred, task, examples, labels).metrics
+            key = "micro_f1" if task == "ner" else "macro_f1"
+            entry[engine] = {key: m[key], **({"accuracy": m["accuracy"]} if "accuracy" in m else {}),
+                             "seconds": time.perf_counter() - t0}
+        print(f"  dev {task}/{name}: {json.dumps({k: entry[k] for k in predictors})}", file=sys.stderr, flush=True)
+        sets.append(entry)
+    return {"engine": int8, "sets": sets}
+
+
+ROWS = {"prepare": row_prepare, "baseline": row_baseline, "predictor": row_predictor, "dev": row_dev}
+
+
+def main(argv: list[str]) -> int:
+    """``ROW SPEC.json OUT.json``: run one row, write its result (plus peak RSS) as JSON."""
+    row, spec_path, out_path = argv
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    if row == "training":
+        from khabar.eval.bench_train import row_training as fn
+    else:
+        fn = ROWS[row]
+    result = fn(spec)
+    result["peak_rss_mb"] = peak_rss_mb()
+    Path(out_path).write_text(json.dumps(result, ensure_ascii=False), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main(sys.argv[1:]))

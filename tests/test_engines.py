@@ -1,0 +1,107 @@
+"""Inference engines: int8 paths give fp32's labels, the ONNX graph is the model, files are cached
+beside the store (never in it), and engines are chosen by name."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from khabar.models.engines import (DEFAULT_INT8, EngineError, OnnxEngine, TorchInt8Engine, make_engine,
+                                   onnx_cache_dir, resolve_engine_name)
+from khabar.models.predictor import LabelRequest, Predictor, TorchEngine
+from khabar.models.windows import collate, make_windows
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = "الحكومة تعلن خطة جديدة لدعم الاقتصاد"
+
+
+@pytest.fixture(scope="module")
+def articles() -> list[str]:
+    rows = [json.loads(line) for line in (ROOT / "data" / "sample" / "topic.jsonl").read_text(encoding="utf-8").splitlines()]
+    return [r["text"] for r in rows[:40]]
+
+
+@pytest.fixture(scope="module")
+def onnx_engine(tiny_loaded):
+    return make_engine("onnx-int8", tiny_loaded, threads=1)
+
+
+def test_names_resolve_and_unknown_names_are_refused():
+    assert resolve_engine_name(None) == "fp32"
+    assert resolve_engine_name("INT8") == DEFAULT_INT8
+    assert resolve_engine_name("torch-int8") == "torch-int8"
+    with pytest.raises(EngineError, match="choose one of"):
+        resolve_engine_name("int4")
+
+
+def test_engines_by_name(tiny_loaded, onnx_engine):
+    assert isinstance(make_engine("fp32", tiny_loaded), TorchEngine)
+    assert isinstance(make_engine("torch-int8", tiny_loaded), TorchInt8Engine)
+    assert isinstance(onnx_engine, OnnxEngine)
+    # the model the others share is left as it was (fp32 Linear layers)
+    assert all(type(m) is torch.nn.Linear for m in tiny_loaded.model.modules() if "Linear" in type(m).__name__)
+
+
+def test_onnx_files_are_cached_beside_the_store_not_in_it(tiny_loaded, onnx_engine):
+    folder = onnx_cache_dir(tiny_loaded.tag)
+    assert onnx_engine.path.parent == folder
+    assert {"model.onnx", "model.int8.onnx", "manifest.json"} <= {p.name for p in folder.iterdir()}
+    assert not list(Path(tiny_loaded.path).rglob("*.onnx"))
+    stamp = (folder / "model.int8.onnx").stat().st_mtime_ns
+    again = make_engine("int8" if DEFAULT_INT8 == "onnx-int8" else "onnx-int8", tiny_loaded, threads=1)
+    assert again.path == onnx_engine.path
+    assert (folder / "model.int8.onnx").stat().st_mtime_ns == stamp  # reused, not exported again
+
+
+def _batches(tiny_loaded, texts):
+    windows = make_windows(tiny_loaded.tokenizer, texts, max_length=tiny_loaded.schema.max_length,
+                           stride=tiny_loaded.schema.stride)
+    return [collate(windows[i: i + n], tiny_loaded.tokenizer.pad_token_id) for i, n in ((0, 3), (3, 5))]
+
+
+def test_exported_graph_computes_the_model_with_dynamic_batch_and_length(tiny_loaded, onnx_engine, articles):
+    fp32_graph = OnnxEngine(onnx_engine.path.with_name("model.onnx"), onnx_engine.tasks, threads=1)
+    torch_engine = TorchEngine(tiny_loaded.model)
+    for batch in _batches(tiny_loaded, [articles[0][:60], articles[1], articles[2][:200], articles[3]]):
+        ref = torch_engine(batch, ("topic", "ner"))
+        got = fp32_graph(batch, ("topic", "ner"))
+        assert set(got) == {"topic", "ner"}
+        for task in ref:
+            assert got[task].shape == ref[task].shape
+            np.testing.assert_allclose(got[task], ref[task], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["onnx-int8", "torch-int8"])
+def test_int8_labels_agree_with_fp32(tiny_loaded, onnx_engine, articles, name):
+    fp32 = Predictor(tiny_loaded.model, tiny_loaded.tokenizer, tiny_loaded.schema, threads=1)
+    engine = onnx_engine if name == "onnx-int8" else make_engine(name, tiny_loaded)
+    int8 = Predictor(tiny_loaded.model, tiny_loaded.tokenizer, tiny_loaded.schema, threads=1, engine=engine)
+    reqs = [LabelRequest(t, [TARGET]) for t in articles]
+    ref, got = fp32.label(reqs), int8.label(reqs)
+    for a, b in zip(ref, got):
+        for task in ("topic", "stance"):
+            pa = a[task] if task == "topic" else a[task][0]
+            pb = b[task] if task == "topic" else b[task][0]
+            assert pb["scores"] == pytest.approx(pa["scores"], abs=0.02)
+            margin = sorted(pa["scores"].values())[-1] - sorted(pa["scores"].values())[-2]
+            if margin > 0.02:  # a near-tie may flip; anything clearer may not
+                assert pb["label"] == pa["label"]
+    # token level: the NER argmax of nearly every token is the same
+    torch_engine = TorchEngine(tiny_loaded.model)
+    same = total = 0
+    for batch in _batches(tiny_loaded, articles[:8]):
+        r = torch_engine(batch, ("ner",))["ner"].argmax(-1)
+        g = engine(batch, ("ner",))["ner"].argmax(-1)
+        mask = batch["attention_mask"].numpy().astype(bool)
+        same += int((r == g)[mask].sum())
+        total += int(mask.sum())
+    assert same / total >= 0.97
+
+
+def test_onnx_engine_refuses_a_head_the_model_lacks(onnx_engine, tiny_loaded, articles):
+    batch = _batches(tiny_loaded, articles[:8])[0]
+    with pytest.raises(KeyError, match="no"):
+        onnx_engine(batch, ("sentiment",))
