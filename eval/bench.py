@@ -137,7 +137,7 @@ def make_row(key: str, name: str, result: dict, n: int, articles: list[dict], re
                topic_accuracy=topic_accuracy(result["labels"], articles))
     if reference is not None:
         row["agreement"] = agreement(result["labels"], reference)
-    for extra in ("engine", "clients", "tree_peak_rss_mb", "wall_s"):
+    for extra in ("engine", "clients", "tree_peak_rss_mb", "wall_s", "work"):
         if result.get(extra) is not None:
             row[extra] = result[extra]
     return row

@@ -38,6 +38,17 @@ def training_line(report: dict) -> str:
             f"transformers.Trainer {t['trainer']['examples_per_s']:.2f} examples/s: **{t['ratio']:.2f}×**.\n")
 
 
+def int8_lines(report: dict) -> str:
+    """How often the int8 rows give fp32's labels on the bench's articles."""
+    out = []
+    for r in report["rows"]:
+        a = r.get("agreement_with_fp32")
+        if a:
+            out.append(f"- {r['name']}: same topic as fp32 {a['topic']:.1%}, same stance {a['stance']:.1%}, "
+                       f"entity F1 against fp32 {a['entities_f1']:.3f}")
+    return ("int8 against fp32 on the bench's articles:\n\n" + "\n".join(out) + "\n") if out else ""
+
+
 def dev_table(report: dict) -> str:
     """int8 against fp32 on the dev sets, in points."""
     dev = report["int8_vs_fp32_dev"]
@@ -50,6 +61,26 @@ def dev_table(report: dict) -> str:
         key = "micro_f1" if s["task"] == "ner" else "macro_f1"
         a, b = s["fp32"][key], s[eng][key]
         out.append(f"| {s['task']}/{s['set']} | {s['n']} | {key} | {a:.4f} | {b:.4f} | {100 * (b - a):+.2f} |")
+    return "\n".join(out) + "\n"
+
+
+def work_table(report: dict) -> str:
+    """Where the time goes: encoder work per article and the share of wall time inside the model."""
+    rows = [r for r in report["rows"] if r.get("status") == "ok" and r.get("work")]
+    if not rows:
+        return ""
+    out = ["Where the time goes (per article; model share = time inside the model's forward passes):\n",
+           "| row | encoder passes | tokens | tokens incl. padding | model share of wall time |",
+           "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        w = r["work"]
+        out.append(f"| {r['name']} | {w['windows_per_article']:.2f} | {w['tokens_per_article']:.0f} "
+                   f"| {w['padded_tokens_per_article']:.0f} | {_num(w.get('model_share'), '{:.0%}')} |")
+    profiles = [(r["name"], r["work"]["op_profile"]) for r in rows if r["work"].get("op_profile")]
+    if profiles:
+        out.append("\nInside the model (share of operator time on one batch, largest first):\n")
+        for name, ops in profiles:
+            out.append(f"- {name}: " + ", ".join(f"{op} {share:.0%}" for op, share in ops))
     return "\n".join(out) + "\n"
 
 
@@ -78,6 +109,8 @@ def markdown(report: dict) -> str:
         f"- training: {_num(r['training'], '{:.2f}×')} transformers.Trainer "
         f"(target ≥ {report['targets']['training']}×: {mark(met['training'])})\n",
         training_line(report),
+        work_table(report),
+        int8_lines(report),
         dev_table(report),
     ]
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -64,6 +65,90 @@ def _progress(total: int, desc: str):
                 mininterval=1.0 if sys.stderr.isatty() else 30.0)
 
 
+class EngineClock:
+    """Wraps an engine: time spent in it, windows and tokens it encoded (for "where the time goes")."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what was counted (after the warm-up)."""
+        self.seconds, self.windows, self.tokens, self.padded = 0.0, 0, 0, 0
+
+    def __call__(self, batch, tasks):
+        self.sample = (batch, tasks)  # the last batch: what the op profile replays
+        t0 = time.perf_counter()
+        out = self.engine(batch, tasks)
+        self.seconds += time.perf_counter() - t0
+        self.windows += int(batch["input_ids"].shape[0])
+        self.tokens += int(batch["attention_mask"].sum())
+        self.padded += int(batch["input_ids"].numel())
+        return out
+
+    def figures(self, n: int, seconds: float) -> dict:
+        """Per-article work and the share of wall time spent in the model."""
+        return {"model_share": self.seconds / seconds if seconds else None, "windows_per_article": self.windows / n,
+                "tokens_per_article": self.tokens / n, "padded_tokens_per_article": self.padded / n}
+
+
+def op_profile(engine, batch, tasks, top: int = 8) -> list[list]:
+    """Share of model time per operator type on one batch: ``[[op, share], ...]``, largest first.
+
+    ONNX Runtime's own profiler for the ONNX engine, torch.profiler for the PyTorch ones.
+    """
+    import collections
+
+    shares: collections.Counter = collections.Counter()
+    inner = getattr(engine, "engine", engine)
+    if hasattr(inner, "session"):  # OnnxEngine: a profiling session on the same file
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = inner.session.get_session_options().intra_op_num_threads
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tempfile.gettempdir()) / f"khabar-ort-{os.getpid()}")
+        sess = ort.InferenceSession(str(inner.path), opts, providers=["CPUExecutionProvider"])
+        ids = batch["input_ids"].numpy()
+        feed = {"input_ids": ids, "attention_mask": batch["attention_mask"].numpy(),
+                "token_type_ids": batch["token_type_ids"].numpy() if "token_type_ids" in batch else ids * 0}
+        sess.run(None, feed)
+        trace = Path(sess.end_profiling())
+        for ev in json.loads(trace.read_text()):
+            if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
+                shares[ev["args"]["op_name"]] += ev["dur"]
+        trace.unlink(missing_ok=True)
+    else:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            inner(batch, tasks)
+        for ev in prof.key_averages():
+            if "::" in ev.key:  # aten:: and quantized:: operators (self time: no double counting)
+                shares[ev.key] += ev.self_cpu_time_total
+    total = sum(shares.values()) or 1
+    return [[op, t / total] for op, t in shares.most_common(top)]
+
+
+def _clock_pipeline(pipe, clock: EngineClock) -> None:
+    """Count a pipeline model's forward passes into ``clock`` (hooks; the pipeline is unchanged)."""
+    starts = []
+
+    def before(module, args, kwargs):
+        ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else args[0]
+        mask = kwargs.get("attention_mask")
+        clock.windows += int(ids.shape[0])
+        clock.tokens += int(mask.sum()) if mask is not None else int(ids.numel())
+        clock.padded += int(ids.numel())
+        starts.append(time.perf_counter())
+
+    def after(module, args, kwargs, output):
+        clock.seconds += time.perf_counter() - starts.pop()
+
+    pipe.model.register_forward_pre_hook(before, with_kwargs=True)
+    pipe.model.register_forward_hook(after, with_kwargs=True)
+
+
 # -- rows ----------------------------------------------------------------------------------------
 def row_prepare(spec: dict) -> dict:
     """Export the three pipeline folders and build the int8 engines' caches (not timed)."""
@@ -107,6 +192,9 @@ def row_baseline(spec: dict) -> dict:
     ner = pipeline("token-classification", model=str(hf / "entities"), device="cpu",
                    aggregation_strategy="first", stride=int(spec["stride"]))
     target = normalize(spec["target"]).text
+    clock = EngineClock(None)
+    for pipe in (topic, stance, ner):
+        _clock_pipeline(pipe, clock)
 
     def one(text: str) -> dict:
         norm = normalize(text)
@@ -121,6 +209,7 @@ def row_baseline(spec: dict) -> dict:
     articles = read_articles(Path(spec["articles"]))
     for a in articles[: spec.get("warmup", 2)]:
         one(a["text"])
+    clock.reset()
     labels, lat = [], []
     bar = _progress(len(articles), "baseline")
     start = time.perf_counter()
@@ -131,7 +220,7 @@ def row_baseline(spec: dict) -> dict:
         bar.update(1)
     seconds = time.perf_counter() - start
     bar.close()
-    return {"seconds": seconds, "latencies_ms": lat, "labels": labels}
+    return {"seconds": seconds, "latencies_ms": lat, "labels": labels, "work": clock.figures(len(articles), seconds)}
 
 
 def row_predictor(spec: dict) -> dict:
@@ -142,7 +231,7 @@ def row_predictor(spec: dict) -> dict:
 
     threads = _threads(spec)
     loaded = load_model(spec["tag"])
-    engine = make_engine(spec["engine"], loaded, threads=threads)
+    engine = EngineClock(make_engine(spec["engine"], loaded, threads=threads))
     predictor = Predictor(loaded.model, loaded.tokenizer, loaded.schema,
                           batch_size=int(spec.get("batch_size", 16)), model_info=loaded.info,
                           engine=engine, threads=threads)
@@ -151,6 +240,7 @@ def row_predictor(spec: dict) -> dict:
     articles = read_articles(Path(spec["articles"]))
     targets = [spec["target"]]
     predictor.label([LabelRequest(a["text"], targets) for a in articles[: spec.get("warmup", 2)]])
+    engine.reset()
     chunk = int(spec.get("chunk", 32))
     labels, lat = [], []
     bar = _progress(len(articles), f"predictor {spec['engine']}")
@@ -165,8 +255,13 @@ def row_predictor(spec: dict) -> dict:
         bar.update(len(part))
     seconds = time.perf_counter() - start
     bar.close()
+    work = engine.figures(len(articles), seconds)
+    try:
+        work["op_profile"] = op_profile(engine, *engine.sample)
+    except Exception as err:  # noqa: BLE001 - a profile is a bonus, never a failure
+        work["op_profile_error"] = f"{type(err).__name__}: {err}"
     return {"seconds": seconds, "latencies_ms": lat, "labels": labels,
-            "engine": resolve_engine_name(spec["engine"])}
+            "engine": resolve_engine_name(spec["engine"]), "work": work}
 
 
 def row_dev(spec: dict) -> dict:

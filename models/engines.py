@@ -11,6 +11,8 @@ same code. Pick one by name with :func:`make_engine`:
 | ``torch-int8`` | PyTorch dynamic quantization of the encoder's ``nn.Linear`` layers |
 | ``int8`` | the faster of the two on a 2-core AVX2 CPU (measured: :data:`DEFAULT_INT8`) |
 
+Without a name, :func:`make_engine` reads ``KHABAR_ENGINE`` (default ``fp32``).
+
 The ONNX files are cached per model tag under ``KHABAR_HOME/cache/onnx/<name>-<version>/``
 (never inside the model store, whose folders are content of the artifact), so exporting and
 quantizing happen once per model.
@@ -39,7 +41,7 @@ ENGINE_NAMES = ("fp32", "int8", "onnx-int8", "torch-int8")
 # are clearly faster than PyTorch's dynamic quantization there; see the README's bench table.
 DEFAULT_INT8 = "onnx-int8"
 # Bump when the export recipe changes, so stale cached graphs are rebuilt.
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 HEAD_ORDER = ("topic", "stance", "ner")
 
 
@@ -48,8 +50,9 @@ class EngineError(RuntimeError):
 
 
 def resolve_engine_name(name: str | None) -> str:
-    """Normalise an engine name (``None`` or empty -> ``fp32``; ``int8`` -> the measured default)."""
-    name = (name or "fp32").strip().lower()
+    """Normalise an engine name: ``None`` or empty -> KHABAR_ENGINE, else ``fp32``; ``int8`` -> the
+    measured default (:data:`DEFAULT_INT8`)."""
+    name = (name or os.environ.get("KHABAR_ENGINE", "") or "fp32").strip().lower()
     if name not in ENGINE_NAMES:
         raise EngineError(f"unknown engine {name!r}: choose one of {', '.join(ENGINE_NAMES)}")
     return DEFAULT_INT8 if name == "int8" else name
@@ -58,6 +61,9 @@ def resolve_engine_name(name: str | None) -> str:
 def make_engine(name: str | None, loaded, *, threads: int | None = None,
                 cache_dir: Path | None = None, progress: Callable[[str], None] | None = None) -> Callable:
     """Build the engine ``name`` for a :class:`~khabar.models.store.LoadedModel`.
+
+    ``name=None`` reads KHABAR_ENGINE (default ``fp32``), so the service and batch jobs can pass
+    ``make_engine(None, loaded)`` and be switched by the environment.
 
     ``threads`` caps the engine's threads (default: KHABAR_THREADS, else all cores);
     ``cache_dir`` overrides where ONNX files are kept (tests).
@@ -151,9 +157,11 @@ def export_onnx(model: torch.nn.Module, out_dir: Path, *, max_length: int,
         seq = torch.export.Dim("seq", min=2, max=max(max_length, 17))
         dyn = {k: {0: batch, 1: seq} for k in example}
         say("exporting the model to ONNX (torch.onnx.export, dynamo=True)")
-        with torch.inference_mode(False), torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.export internals
+            warnings.simplefilter("ignore", UserWarning)  # "axis name batch will not be used"
             program = torch.onnx.export(wrapper, (), kwargs=example, dynamic_shapes=dyn, dynamo=True,
-                                        input_names=list(example), output_names=list(tasks))
+                                        input_names=list(example), output_names=list(tasks), verbose=False)
         program.save(str(tmp / "model.onnx"), external_data=False)
         say("quantizing to int8 (onnxruntime quantize_dynamic, QInt8 weights)")
         # Per-channel 7-bit weights: on AVX2 CPUs without VNNI the u8 x s8 products can saturate
@@ -206,6 +214,20 @@ def encoder_matmuls(path: Path, hidden: int) -> list[str]:
     return names
 
 
+@contextlib.contextmanager
+def _export_lock(folder: Path):
+    """An exclusive lock beside ``folder`` (POSIX ``flock``; released if the process dies)."""
+    import fcntl
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{folder.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _cached_manifest(folder: Path) -> dict | None:
     """The manifest of a complete, current cache folder, else None."""
     try:
@@ -244,12 +266,16 @@ class OnnxEngine:
         folder = Path(cache_dir) if cache_dir else onnx_cache_dir(loaded.tag)
         manifest = _cached_manifest(folder)
         if manifest is None:
-            try:
-                manifest = export_onnx(loaded.model, folder, max_length=loaded.schema.max_length,
-                                       progress=progress)
-            except ImportError as err:
-                raise EngineError(f"the onnx engines need onnx, onnxscript and onnxruntime "
-                                  f"(pip install 'khabar[onnx]'): {err}") from None
+            # Several service workers may start at once: one exports, the others wait and reuse.
+            with _export_lock(folder):
+                manifest = _cached_manifest(folder)
+                if manifest is None:
+                    try:
+                        manifest = export_onnx(loaded.model, folder, max_length=loaded.schema.max_length,
+                                               progress=progress)
+                    except ImportError as err:
+                        raise EngineError(f"the onnx engines need onnx, onnxscript and onnxruntime "
+                                          f"(pip install 'khabar[onnx]'): {err}") from None
         path = folder / ("model.int8.onnx" if int8 else "model.onnx")
         return cls(path, manifest["tasks"], threads=threads)
 

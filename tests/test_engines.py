@@ -29,8 +29,12 @@ def onnx_engine(tiny_loaded):
     return make_engine("onnx-int8", tiny_loaded, threads=1)
 
 
-def test_names_resolve_and_unknown_names_are_refused():
+def test_names_resolve_and_unknown_names_are_refused(monkeypatch):
+    monkeypatch.delenv("KHABAR_ENGINE", raising=False)
     assert resolve_engine_name(None) == "fp32"
+    monkeypatch.setenv("KHABAR_ENGINE", "torch-int8")
+    assert resolve_engine_name(None) == resolve_engine_name("") == "torch-int8"
+    monkeypatch.delenv("KHABAR_ENGINE")
     assert resolve_engine_name("INT8") == DEFAULT_INT8
     assert resolve_engine_name("torch-int8") == "torch-int8"
     with pytest.raises(EngineError, match="choose one of"):
@@ -105,3 +109,20 @@ def test_onnx_engine_refuses_a_head_the_model_lacks(onnx_engine, tiny_loaded, ar
     batch = _batches(tiny_loaded, articles[:8])[0]
     with pytest.raises(KeyError, match="no"):
         onnx_engine(batch, ("sentiment",))
+
+
+def test_concurrent_first_use_exports_once(tiny_loaded, tmp_path, monkeypatch):
+    """Service workers starting together: one exports, the other waits and reuses the files."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import khabar.models.engines as engine_module
+
+    calls = []
+    real = engine_module.export_onnx
+    monkeypatch.setattr(engine_module, "export_onnx", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    folder = tmp_path / "onnx"
+    with ThreadPoolExecutor(2) as pool:
+        engines = list(pool.map(lambda _: OnnxEngine.for_model(tiny_loaded, threads=1, cache_dir=folder), range(2)))
+    assert engines[0].path == engines[1].path == folder / "model.int8.onnx"
+    assert len(calls) == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("onnx.") and p.is_dir()]  # no temp folders left

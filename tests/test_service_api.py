@@ -14,7 +14,7 @@ import pytest
 
 from khabar.serving.schemas import BatchResult, InfoResponse, LabelResult
 from khabar.models.normalize import normalize
-from service_server import Server, decorate, sample_sentences
+from service_server import Server, decorate, eager_ner_copy, sample_sentences
 
 # KHABAR_MAX_BATCH_SIZE=4: a 20-item /label_batch is split over several model calls.
 LIMITS = {"KHABAR_MAX_CHARS": "3000", "KHABAR_MAX_BODY_BYTES": "32768", "KHABAR_MAX_BATCH_ITEMS": "20",
@@ -40,8 +40,14 @@ TARGETS = ["الحل السياسي للأزمة", "رفع سعر الفائدة
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_tag, tmp_path_factory):
-    srv = Server(tiny_model_tag, tmp_path_factory.mktemp("service_api") / "server.log", **LIMITS)
+def model_tag(tiny_loaded) -> str:
+    """The tiny model, tagging entities eagerly (see eager_ner_copy)."""
+    return eager_ner_copy(tiny_loaded)
+
+
+@pytest.fixture(scope="module")
+def server(model_tag, tmp_path_factory):
+    srv = Server(model_tag, tmp_path_factory.mktemp("service_api") / "server.log", **LIMITS)
     try:
         yield srv.wait_ready()
     finally:
@@ -92,8 +98,8 @@ def test_label_schema_and_offsets(client, info):
 
 
 def test_offsets_exact_through_normalization(client, info):
-    """Sentences the tiny model finds entities in, decorated with what normalization removes:
-    the entities are the same as in the plain sentence, at offsets into the decorated string."""
+    """Sentences of the NER sample, decorated with what normalization removes: the entities are
+    the same as in the plain sentence, at offsets into the decorated string."""
     plain = sample_sentences(20)
     decorated = [decorate(t, k) for k, t in enumerate(plain)]
     got = {}
@@ -214,9 +220,9 @@ def test_other_bad_requests(client):
     assert internal.status_code == 404
 
 
-def test_info_reports_model_and_limits(client, info, tiny_model_tag):
+def test_info_reports_model_and_limits(client, info, model_tag):
     InfoResponse.model_validate(info)
-    assert info["model"]["tag"] == tiny_model_tag
+    assert info["model"]["tag"] == model_tag
     assert set(info["tasks"]) == {"topic", "stance", "entities"}
     assert info["limits"]["max_chars"] == 3000 and info["limits"]["max_body_bytes"] == 32768
     assert info["dev_metrics"], "the dev metrics stored with the model are reported"

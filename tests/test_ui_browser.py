@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service_server import Server, decorate, sample_sentences
+from service_server import Server, decorate, eager_ner_copy, sample_sentences
 
 CHROMIUM = os.environ.get("KHABAR_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -31,14 +31,10 @@ TOKEN = "ui-test-token"
 TARGETS = ["الحل السياسي للأزمة", "دعم الاستثمار"]
 
 
-def article_with_entities(url: str) -> str:
-    """Three sentences of the project's NER sample in which the tiny model finds entities,
-    decorated (tashkeel, tatweel, an emoji) so that the page's offsets go through normalization."""
-    sentences = sample_sentences(10)
-    resp = httpx.post(f"{url}/label_batch", json={"items": [{"text": t, "tasks": ["entities"]} for t in sentences]},
-                      headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120)
-    found = [t for t, r in zip(sentences, resp.json()["results"]) if r["entities"]] or sentences
-    return "\n".join(decorate(t, k) for k, t in enumerate(found[:3]))
+def make_article() -> str:
+    """Three sentences of the project's NER sample, decorated (tashkeel, tatweel, an emoji) so
+    that the page's highlights go through normalization and code-point offsets."""
+    return "\n".join(decorate(t, k) for k, t in enumerate(sample_sentences(3)))
 
 
 class Chrome:
@@ -86,7 +82,7 @@ class Chrome:
             raise RuntimeError(f"{expression}: {out['exceptionDetails']}")
         return out["result"].get("value")
 
-    def wait_for(self, expression: str, timeout: float = 60):
+    def wait_for(self, expression: str, timeout: float = 120):
         """Poll a JavaScript expression until it is truthy."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -94,12 +90,18 @@ class Chrome:
             if value:
                 return value
             time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {expression}")
+        state = self.js("""JSON.stringify({status: document.getElementById('status')?.textContent,
+            error: document.getElementById('error')?.textContent, url: location.href,
+            busy: document.getElementById('analyze')?.disabled})""")
+        raise AssertionError(f"timed out waiting for {expression}; page: {state}")
 
     def type_into(self, element_id: str, text: str) -> None:
         """Focus an input and type text as a user would (input events fire)."""
-        self.click(element_id)
+        # Focus from script: a mouse click can land before a just-opened <details> is laid out.
+        self.js(f"document.getElementById({element_id!r}).focus()")
+        self.wait_for(f"document.activeElement === document.getElementById({element_id!r})")
         self.send("Input.insertText", text=text)
+        self.wait_for(f"document.getElementById({element_id!r}).value.endsWith({json.dumps(text[-20:])})")
 
     def click(self, element_id: str) -> None:
         """A real mouse click at the element's centre."""
@@ -134,8 +136,8 @@ class Chrome:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_tag, tmp_path_factory):
-    srv = Server(tiny_model_tag, tmp_path_factory.mktemp("service_ui") / "server.log", KHABAR_API_TOKEN=TOKEN)
+def server(tiny_loaded, tmp_path_factory):
+    srv = Server(eager_ner_copy(tiny_loaded), tmp_path_factory.mktemp("service_ui") / "server.log", KHABAR_API_TOKEN=TOKEN)
     try:
         yield srv.wait_ready()
     finally:
@@ -152,10 +154,10 @@ def chrome(tmp_path):
 
 
 def test_page_labels_an_article(server, chrome, _isolated_home):
-    article = article_with_entities(server.url)
+    article = make_article()
     expected = httpx.post(f"{server.url}/label", json={"text": article, "targets": TARGETS},
                           headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120).json()
-    assert expected["entities"], "the tiny model finds entities in this article"
+    assert expected["entities"], "the eager-NER tiny model tags entities in this article"
 
     chrome.send("Page.navigate", url=f"{server.url}/ui")
     chrome.wait_for("document.readyState === 'complete' && !!document.getElementById('analyze')")
@@ -172,6 +174,8 @@ def test_page_labels_an_article(server, chrome, _isolated_home):
     assert "رمز" in error and chrome.js("document.getElementById('token-box').open")
 
     chrome.type_into("token", TOKEN)
+    chrome.js("document.getElementById('token').blur()")  # 'change': the page stores it, asks /info again
+    assert expected["model"]["version"] in chrome.wait_for("document.getElementById('model').textContent")
     chrome.click("analyze")
     chrome.wait_for("!document.getElementById('result').hidden")
     assert chrome.js("document.getElementById('error').hidden")
