@@ -78,14 +78,19 @@ def test_describe_validation_messages():
 
 def test_default_tag_prefers_promoted(tiny_loaded):
     from khabar.commands.serve import _stored_models, default_tag
+    from khabar.models.registry import promote, read_stages
     from khabar.models.store import save_model
 
     name = f"khabar-serve-test-{uuid.uuid4().hex[:8]}"  # a store of its own
-    promoted = save_model(tiny_loaded.model, tiny_loaded.tokenizer, training={}, name=name,
-                          labels={"stage": "promoted"})
-    newest = save_model(tiny_loaded.model, tiny_loaded.tokenizer, training={}, name=name,
-                        labels={"stage": "trained"})
+    older = save_model(tiny_loaded.model, tiny_loaded.tokenizer, training={}, name=name)
+    newest = save_model(tiny_loaded.model, tiny_loaded.tokenizer, training={}, name=name)
     models = _stored_models(name)
     assert str(models[0].tag) == newest
-    assert default_tag(models) == promoted
-    assert default_tag([m for m in models if str(m.tag) != promoted]) == newest
+    before = read_stages().get("promoted")
+    assert default_tag(models) == newest, "nothing of this name promoted: the newest"
+    promote(older, reason="test")
+    try:
+        assert default_tag(models) == older
+    finally:
+        if before:
+            promote(before, reason="test restores")

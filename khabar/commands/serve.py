@@ -38,9 +38,12 @@ def _stored_models(name: str = "khabar") -> list:
 
 
 def default_tag(models: list) -> str:
-    """The newest model labelled ``stage: promoted`` (set by the retraining gate), else the newest."""
-    promoted = [m for m in models if (m.info.labels or {}).get("stage") == "promoted"]
-    return str((promoted or models)[0].tag)
+    """The promoted model (`khabar models promote`, or the retraining gate), else the newest."""
+    from khabar.models.registry import promoted_tag
+
+    promoted = promoted_tag()
+    stored = {str(m.tag) for m in models}
+    return promoted if promoted in stored else str(models[0].tag)
 
 
 def build_demo_model() -> str:
