@@ -141,3 +141,4 @@ class InfoResponse(BaseModel):
     dev_metrics: dict
     limits: dict
     auth_required: bool
+    reload: dict | None = Field(None, description="live model, what it follows, last reload and last reload error")

@@ -6,7 +6,8 @@ the articles to ``label_many``, a batchable endpoint, through BentoML's in-proce
 the predictor batches the windows of all grouped articles together. Settings come from
 environment variables (:mod:`khabar.serving.settings`); the guard in
 :mod:`khabar.serving.middleware` handles the token and limits; :mod:`khabar.serving.web` serves
-``/info``, ``/ui`` and ``/docs.json``.
+``/info``, ``/ui``, ``/docs.json`` and ``POST /admin/reload``. The model is held by
+:mod:`khabar.serving.reload`, which follows promotions without a restart.
 """
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ import bentoml
 from bentoml.exceptions import ServiceUnavailable
 from starlette.responses import JSONResponse
 
-from khabar.models.predictor import LabelRequest as PredictorRequest, Predictor
-from khabar.models.store import load_model
+from khabar.models.predictor import LabelRequest as PredictorRequest
 from khabar.serving.middleware import INTERNAL, INTERNAL_PATH, Guard
+from khabar.serving.reload import ModelHolder
 from khabar.serving.schemas import BatchRequest, BatchResult, LabelRequest, LabelResult
 from khabar.serving.settings import SETTINGS as S
 from khabar.serving.web import app as web_app
@@ -37,12 +38,11 @@ class Khabar:
     """Topic, stance toward named targets, and named entities of Arabic news articles."""
 
     def __init__(self) -> None:
-        self.loaded = load_model(S.model_tag)
-        self.predictor = Predictor(self.loaded.model, self.loaded.tokenizer, self.loaded.schema,
-                                   batch_size=S.batch_size, model_info=self.loaded.info)
+        self.holder = ModelHolder(S.model_tag, batch_size=S.batch_size)
+        self.holder.start_polling(S.reload_poll_s)
 
     def __is_ready__(self) -> bool:
-        return getattr(self, "predictor", None) is not None
+        return getattr(self, "holder", None) is not None
 
     @bentoml.api(route="/label", input_spec=LabelRequest)
     async def label(self, text: str, targets: list[str], tasks: list[str] | None) -> LabelResult:
@@ -62,22 +62,24 @@ class Khabar:
     def label_many(self, items: list[LabelRequest]) -> list[dict]:
         """Internal (404 from outside): the articles of concurrent requests, labelled in one pass."""
         ITEMS_PER_CALL.observe(len(items))
-        reqs = [PredictorRequest(i.text, i.targets, i.tasks or self.predictor.api_tasks) for i in items]
-        return self.predictor.label(reqs)
+        predictor = self.holder.live.predictor  # one model for the whole call, even during a switch
+        reqs = [PredictorRequest(i.text, i.targets, i.tasks or predictor.api_tasks) for i in items]
+        return predictor.label(reqs)
 
     def info(self) -> dict:
         """What GET /info answers."""
-        schema, training = self.loaded.schema, self.loaded.training
+        live = self.holder.live
+        schema, training = live.loaded.schema, live.loaded.training
         tasks = {api: (schema.entity_types() if api == "entities" else schema.tasks[api])
-                 for api in self.predictor.api_tasks}
-        return {"model": {"tag": self.loaded.tag, **self.loaded.info}, "backbone": schema.backbone,
+                 for api in live.predictor.api_tasks}
+        return {"model": {"tag": live.loaded.tag, **live.loaded.info}, "backbone": schema.backbone,
                 "tasks": tasks, "windowing": {"max_length": schema.max_length, "stride": schema.stride},
                 "dev_metrics": training.get("dev_metrics", {}), "limits": S.limits(),
-                "auth_required": S.api_token is not None}
+                "auth_required": S.api_token is not None, "reload": self.holder.status()}
 
     async def _label(self, items: list[LabelRequest]) -> list[dict] | JSONResponse:
         """Check tasks against the model, then run the items through the batching endpoint."""
-        have = self.predictor.api_tasks
+        have = self.holder.live.predictor.api_tasks
         for n, item in enumerate(items):
             missing = [t for t in (item.tasks or ()) if t not in have]
             if missing:

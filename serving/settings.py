@@ -5,7 +5,8 @@ that the worker (a separate process started by ``bentoml serve``) sees the same 
 
 | variable | default | what it sets |
 | --- | --- | --- |
-| KHABAR_MODEL | khabar:latest | model tag to serve |
+| KHABAR_MODEL | khabar:promoted | model tag to serve; ``khabar:promoted`` follows promotions (see :mod:`khabar.serving.reload`) |
+| KHABAR_RELOAD_POLL_S | 10 | seconds between checks for a newly promoted model (0: only ``POST /admin/reload``) |
 | KHABAR_API_TOKEN | (unset) | when set, requests need ``Authorization: Bearer <token>`` |
 | KHABAR_MAX_CHARS | 100000 | characters of one article |
 | KHABAR_MAX_TARGETS | 16 | stance targets per article |
@@ -45,7 +46,7 @@ def _int(name: str, default: int, minimum: int = 1) -> int:
 class Settings:
     """Limits and runtime knobs of the service (see the module docstring for the variables)."""
 
-    model_tag: str = "khabar:latest"
+    model_tag: str = "khabar:promoted"
     api_token: str | None = None
     max_chars: int = 100_000
     max_targets: int = 16
@@ -60,6 +61,7 @@ class Settings:
     max_batch_size: int = 32
     max_latency_ms: int = 30_000
     timeout_s: int = 300
+    reload_poll_s: int = 10
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -82,6 +84,7 @@ class Settings:
             max_batch_size=_int("KHABAR_MAX_BATCH_SIZE", d.max_batch_size, minimum=2),
             max_latency_ms=_int("KHABAR_MAX_LATENCY_MS", d.max_latency_ms),
             timeout_s=_int("KHABAR_TIMEOUT_S", d.timeout_s),
+            reload_poll_s=_int("KHABAR_RELOAD_POLL_S", d.reload_poll_s, minimum=0),
         )
 
     def limits(self) -> dict:

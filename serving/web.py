@@ -16,6 +16,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from khabar.serving.middleware import INTERNAL_PATH, LABEL_PATHS
+from khabar.serving.reload import admin_reload
 from khabar.serving.schemas import ErrorResponse, InfoResponse
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -71,6 +72,7 @@ async def openapi(_: Request) -> JSONResponse:
 
 app = Starlette(routes=[
     Route("/info", info, methods=["GET"]),
+    Route("/admin/reload", admin_reload, methods=["POST"]),
     Route("/docs.json", openapi, methods=["GET"]),
     Route("/ui", lambda _: RedirectResponse("/ui/"), methods=["GET"]),
     Mount("/ui", StaticFiles(directory=STATIC, html=True), name="ui"),

@@ -41,13 +41,13 @@ def _khabar(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def _wait(predicate, timeout: float, what: str):
+def _wait(predicate, timeout: float, what: str, every: float = 0.25):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.25)
+        time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
@@ -71,15 +71,24 @@ def toy(tiny_backbone, tmp_path_factory):
     promote(base["tag"], reason="e2e base")
 
     rows = [json.loads(line) for line in toy_files(root / "new", n=24, seed=11)["topic"].read_text("utf-8").splitlines()]
+    rows = [{**r, "id": f"new-{r['id']}"} for r in rows]
     new_rows = root / "new_topic.jsonl"
-    new_rows.write_text("".join(json.dumps({**r, "id": f"new-{r['id']}"}, ensure_ascii=False) + "\n" for r in rows),
-                        encoding="utf-8")
-    base_rows = [json.loads(line) for line in train_files["topic"].read_text("utf-8").splitlines()]
-    labels = [r["label"] for r in base_rows]
-    random.Random(3).shuffle(labels)
+    new_rows.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    # Every topic row the candidate learns from, with its labels shuffled: a shuffle that leaves no
+    # signal (half of each class keeps its label), so the refusal does not hang on a lucky draw.
+    rows += [json.loads(line) for line in train_files["topic"].read_text("utf-8").splitlines()]
+    gold = [r["label"] for r in rows]
+    for seed in range(1000):
+        labels = gold[:]
+        random.Random(seed).shuffle(labels)
+        kept = {c: sum(g == lab == c for g, lab in zip(gold, labels)) / gold.count(c) for c in set(gold)}
+        if set(kept.values()) == {0.5}:
+            break
+    else:
+        raise AssertionError("no balanced shuffle found")
     shuffled = root / "shuffled_topic.jsonl"
     shuffled.write_text("".join(json.dumps({**r, "label": lab}, ensure_ascii=False) + "\n"
-                                for r, lab in zip(base_rows, labels)), encoding="utf-8")
+                                for r, lab in zip(rows, labels)), encoding="utf-8")
     return {"base": base["tag"], "new": new_rows, "shuffled": shuffled, "root": root}
 
 
@@ -151,7 +160,7 @@ def test_retrain_promote_and_refuse_while_serving(toy, server):
     proc = subprocess.Popen([sys.executable, "-m", "khabar.cli", *cmd], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     run_dir = _wait(lambda: next((d for d in set(runs.glob("e2e-retrain-*")) - before if (d / "LATEST").exists()), None),
-                    300, "the retraining's first checkpoint")
+                    300, "the retraining's first checkpoint", every=0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (run_dir / "done.json").exists(), "the run finished before it could be killed"
@@ -199,7 +208,7 @@ def test_retrain_promote_and_refuse_while_serving(toy, server):
     assert status == "refused" and promoted_tag() == candidate
     gate = json.loads(Path(gate_file).read_text(encoding="utf-8"))
     topic = next(c for c in gate["checks"] if c["task"] == "topic")
-    assert not gate["passed"] and not topic["passed"] and topic["delta"] < -0.3, topic
+    assert not gate["passed"] and not topic["passed"] and topic["delta"] < -0.05, topic
     assert gate["merge"]["topic"]["conflicts"] > 0, "shuffled labels on the same texts are conflicts"
     assert read_stages()["gates"][worse]["passed"] is False
     time.sleep(3 * float(POLL_S))

@@ -220,7 +220,9 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
         state["history"].append(entry)
         with open(run_dir / "log.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
-        log(f"epoch {epoch + 1}: loss {entry['train_loss']:.4f}, dev score "
+        # No loss when a run resumes from a checkpoint taken at the epoch's last step.
+        loss_text = "n/a" if entry["train_loss"] is None else f"{entry['train_loss']:.4f}"
+        log(f"epoch {epoch + 1}: loss {loss_text}, dev score "
             f"{'n/a' if score is None else f'{score:.4f}'}")
         if score is None or state["best"] is None or score > state["best"]:
             state["best"], state["bad_epochs"] = score, 0

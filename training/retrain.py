@@ -37,6 +37,7 @@ class RetrainOptions:
     overrides: list[str] = field(default_factory=list)  # key=value, as `khabar train --set`
     heldout: list[str] = field(default_factory=list)  # FILE or TASK:FILE, scored besides the dev sets
     tolerance: float = 0.005  # largest drop of a task's primary metric (fraction)
+    new_data_tolerance: float = 0.0  # largest drop of a task that received new rows
     start_from: str = "base"  # "base" (fine-tune the base model) or "backbone"
     promote: bool = True
     limit: int | None = None  # score at most this many examples per held-out file
@@ -200,7 +201,7 @@ def evaluate_and_gate(prep: Prepared, candidate: str, opts: RetrainOptions, log=
     from khabar.models.registry import record_gate
 
     out_dir = reports_dir() / f"retrain-{candidate.partition(':')[2]}"
-    policy = GatePolicy(tolerance=opts.tolerance)
+    policy = GatePolicy(tolerance=opts.tolerance, new_data_tolerance=opts.new_data_tolerance)
     if prep.sets:
         ev = run_evaluation(candidate, prep.sets, dict(prep.settings, model=candidate), compare=prep.base,
                             n_boot=opts.n_boot, log=log)

@@ -19,6 +19,7 @@ def retrain_command(
     set_: List[str] = typer.Option([], "--set", help="Override a setting: --set epochs=1 --set lr=2e-5"),
     heldout: List[str] = typer.Option([], "--heldout", help="Extra held-out file both models are scored on (besides the base model's dev sets); same task rules as --new."),
     tolerance: float = typer.Option(0.5, "--tolerance", help="Largest drop, in points (0.5 = 0.005 F1), of any task's primary metric."),
+    new_data_tolerance: float = typer.Option(0.0, "--new-data-tolerance", help="Largest drop, in points, of a task that received new rows (default: none at all)."),
     start_from: str = typer.Option("base", "--from", help="base: fine-tune the base model's weights; backbone: train anew from the backbone."),
     promote: bool = typer.Option(True, "--promote/--no-promote", help="Promote the candidate when the gate passes."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Score at most N examples per held-out file (a fixed subset; quicker, less sure)."),
@@ -35,8 +36,8 @@ def retrain_command(
     """
     if data_dir is not None:
         os.environ["KHABAR_DATA"] = str(data_dir.resolve())
-    if tolerance < 0:
-        typer.echo("error: --tolerance is an allowed drop in points and cannot be negative", err=True)
+    if tolerance < 0 or new_data_tolerance < 0:
+        typer.echo("error: tolerances are allowed drops in points and cannot be negative", err=True)
         raise typer.Exit(1)
     from khabar.eval.datasets import EvalInputError
     from khabar.models.backbones import BackboneNotFound
@@ -48,7 +49,8 @@ def retrain_command(
 
     log = lambda m: typer.echo(m, err=True)  # noqa: E731
     opts = RetrainOptions(base=base, new=list(new), config=config, overrides=list(set_), heldout=list(heldout),
-                          tolerance=tolerance / 100.0, start_from=start_from, promote=promote, limit=limit)
+                          tolerance=tolerance / 100.0, new_data_tolerance=new_data_tolerance / 100.0,
+                          start_from=start_from, promote=promote, limit=limit)
     try:
         result = retrain(opts, log=log)
     except (ConfigError, DataError, MergeError, EvalInputError, ModelStoreError, BackboneNotFound,

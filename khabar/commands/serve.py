@@ -78,13 +78,16 @@ def serve_command(
     """Serve POST /label, /label_batch, GET /info and the /ui page (BentoML)."""
     from khabar.models.store import ModelStoreError, model_path
 
+    from khabar.models.registry import promote
+
     models = _stored_models()
+    follow = model is None  # no explicit tag: the workers follow promotions (serving/reload.py)
     if model is None:
         if not models:
             if not ensure_model:
                 _fail("the model store holds no khabar model: train one (`khabar train -c configs/demo.yaml`) "
                       "or run `khabar serve --ensure-model`")
-            model = build_demo_model()
+            model = promote(build_demo_model(), reason="demo model for an empty store")
         else:
             model = default_tag(models)
     try:
@@ -93,7 +96,7 @@ def serve_command(
         _fail(str(err))
     if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("KHABAR_API_TOKEN"):
         typer.echo(f"warning: binding {host} without KHABAR_API_TOKEN: anyone who can reach it can use it", err=True)
-    os.environ.update(KHABAR_MODEL=model, KHABAR_WORKERS=str(workers))
+    os.environ.update(KHABAR_MODEL="khabar:promoted" if follow else model, KHABAR_WORKERS=str(workers))
     # Each worker runs torch on its share of the cores, rather than every worker on all of them.
     os.environ.setdefault("KHABAR_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     bentoml_cli = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or shutil.which("bentoml")
