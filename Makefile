@@ -9,7 +9,7 @@ CONFIG ?= configs/offline.yaml
 MODEL ?= khabar:latest
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help setup setup-browser test serve train eval bench backbone clean-venv
+.PHONY: help setup setup-browser test serve train eval bench backbone loadtest clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,6 +45,12 @@ eval: setup ## evaluate MODEL on the dev splits of SHARED_DATA, with the baselin
 
 bench: setup ## speed and memory side by side with plain HF pipelines (see README)
 	$(BIN)/khabar bench --data-dir $(SHARED_DATA)
+
+loadtest: setup ## 32 clients x 60 s against the served model on a free 127.0.0.1 port; report in KHABAR_HOME/reports/loadtest.json
+	@port=$$($(BIN)/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
+	$(BIN)/khabar serve --ensure-model --host 127.0.0.1 --port $$port & server=$$!; \
+	trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null' EXIT; \
+	$(BIN)/python -m khabar.eval.loadtest --url http://127.0.0.1:$$port --clients 32 --seconds 60 --wait 900
 
 clean-venv: ## remove .venv (state under .khabar is kept)
 	rm -rf $(VENV)

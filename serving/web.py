@@ -15,9 +15,9 @@ from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from khabar.serving.middleware import INTERNAL_PATH, LABEL_PATHS
+from khabar.serving.middleware import INTERNAL_PATH
 from khabar.serving.reload import admin_reload
-from khabar.serving.schemas import ErrorResponse, InfoResponse
+from khabar.serving.schemas import BatchResult, ErrorResponse, InfoResponse, LabelResult
 
 STATIC = Path(__file__).resolve().parent / "static"
 _ERRORS = {
@@ -50,13 +50,17 @@ async def openapi(_: Request) -> JSONResponse:
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for name in [n for n in schemas if n.startswith("label_many")]:
         del schemas[name]
-    for model in (ErrorResponse, InfoResponse):
+    for model in (ErrorResponse, InfoResponse, LabelResult, BatchResult):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
-    for path in LABEL_PATHS:
+    for path, result in (("/label", "LabelResult"), ("/label_batch", "BatchResult")):
         responses = spec["paths"][path]["post"]["responses"]
+        # BentoML inlines the 200 schema and drops the null of Optional fields ("topic": null when
+        # topic was not asked for); the pydantic model's own schema keeps it.
+        responses["200"] = {"description": "Successful Response", "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{result}"}}}}
         for code, text in _ERRORS.items():
             responses[code] = {"description": text, "content": error}
     spec["paths"]["/info"] = {"get": {

@@ -47,20 +47,8 @@ def server(tiny_model_tag, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def api_schema(server):
-    """The live service's own OpenAPI document, as schemathesis reads it.
-
-    One known defect is patched so the fuzzing checks everything else: BentoML 1.4.40 inlines the
-    200 schema of ``/label`` with ``topic`` as a plain ``$ref Scored`` (the ``null`` of
-    ``Optional`` dropped), while the service answers ``"topic": null`` when topic was not asked
-    for; here it points at the full ``LabelResult`` component instead (the defect itself is
-    ``test_published_schema_allows_a_null_topic``).
-    """
+    """The live service's own OpenAPI document, as schemathesis reads it."""
     spec = httpx.get(f"{server.url}/docs.json", timeout=10).json()
-    components = spec["components"]["schemas"]
-    for path, model in (("/label", "LabelResult"), ("/label_batch", "BatchResult")):
-        ok = spec["paths"][path]["post"]["responses"].get("200")
-        if ok and model in components:
-            ok["content"]["application/json"]["schema"] = {"$ref": f"#/components/schemas/{model}"}
     return schemathesis.openapi.from_dict(spec)
 
 
@@ -103,10 +91,6 @@ def test_every_operation_was_fuzzed_and_server_is_healthy(server):
     assert "Traceback" not in server.log(), server.log()[-3000:]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: in /docs.json the 200 schema of /label (BentoML's inlined "
-                   "LabelResultIODescriptor) declares topic as `$ref Scored` without null, but the service "
-                   "answers topic: null when topic is not asked for; fix in serving/web.py: point that "
-                   "response at #/components/schemas/LabelResult")
 def test_published_schema_allows_a_null_topic(server):
     """A task not asked for is null (documented); the published schema must allow that as it is read."""
     schema = schemathesis.openapi.from_url(f"{server.url}/docs.json")
