@@ -57,7 +57,7 @@ class BenchOptions:
     chunk: int = 32
     train_steps: int = 30
     train_batch: int = 16
-    dev_limit: int = 400
+    dev_limit: int = 300
     skip: tuple[str, ...] = ()
     out_dir: Path | None = None
     row_timeout_s: int = 3600
@@ -137,7 +137,9 @@ def make_row(key: str, name: str, result: dict, n: int, articles: list[dict], re
                topic_accuracy=topic_accuracy(result["labels"], articles))
     if reference is not None:
         row["agreement"] = agreement(result["labels"], reference)
-    for extra in ("engine", "clients", "tree_peak_rss_mb", "wall_s", "work"):
+    if result.get("cpu_seconds") is not None:
+        row["cpu_ms_per_article"] = 1000 * result["cpu_seconds"] / n
+    for extra in ("engine", "clients", "tree_peak_rss_mb", "wall_s", "work", "load_avg"):
         if result.get(extra) is not None:
             row[extra] = result[extra]
     return row
@@ -182,8 +184,9 @@ def run_bench(opts: BenchOptions, log=print) -> dict:
             raw[key] = {"skipped": "--skip"}
             continue
         log(f"row {key}: {name}")
-        t0 = time.perf_counter()
+        t0, load0 = time.perf_counter(), os.getloadavg()[0]
         raw[key] = fn()
+        raw[key]["load_avg"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
         log(f"  done in {time.perf_counter() - t0:.0f} s" + (f" ({raw[key]['skipped']})" if "skipped" in raw[key] else ""))
     reference = raw["baseline"].get("labels") if "skipped" not in raw["baseline"] else None
     base_rate = opts.n / raw["baseline"]["seconds"] if reference is not None else None

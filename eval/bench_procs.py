@@ -45,6 +45,7 @@ class TreeWatch:
         self.pid, self.interval = pid, interval
         self.peaks: dict[int, float] = {}
         self.names: dict[int, str] = {}
+        self.cpu: dict[int, float] = {}  # CPU seconds (user + system) per process, last seen
         self.tree_peak = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -70,8 +71,10 @@ class TreeWatch:
         for p in procs:
             try:
                 rss = p.memory_info().rss / 2**20
-                if p.pid not in self.names:
-                    self.names[p.pid] = " ".join(p.cmdline()[:4])
+                # read every time: a child seen between fork and exec still shows its parent's command
+                self.names[p.pid] = " ".join(p.cmdline()[:4])
+                times = p.cpu_times()
+                self.cpu[p.pid] = times.user + times.system
             except psutil.Error:
                 continue
             hwm = peak_rss_mb(p.pid) or rss
@@ -84,6 +87,10 @@ class TreeWatch:
         self.sample()
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by every process of the tree seen (live or since exited)."""
+        return sum(self.cpu.values())
 
     def peak_of(self, pattern: str) -> float | None:
         """Largest peak among processes whose command line contains ``pattern``."""
@@ -150,12 +157,14 @@ def row_service(spec: dict, work: Path, log=print) -> dict:
                 return r.json(), (time.perf_counter() - t0) * 1000
 
             log(f"  service: {len(articles)} articles, {spec['clients']} concurrent clients")
-            start = time.perf_counter()
+            watch.sample()
+            cpu0, start = watch.cpu_seconds(), time.perf_counter()
             with ThreadPoolExecutor(max_workers=int(spec["clients"])) as pool:
                 results = list(pool.map(call, articles))
             seconds = time.perf_counter() - start
         watch.sample()
-        return {"seconds": seconds, "latencies_ms": [ms for _, ms in results],
+        return {"seconds": seconds, "cpu_seconds": watch.cpu_seconds() - cpu0,
+                "latencies_ms": [ms for _, ms in results],
                 "labels": [summarize(res) for res, _ in results],
                 "peak_rss_mb": watch.peak_of("_bentoml_impl.worker"), "tree_peak_rss_mb": watch.tree_peak,
                 "engine": (info or {}).get("engine") or (info or {}).get("model", {}).get("engine"),

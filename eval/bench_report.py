@@ -69,13 +69,21 @@ def work_table(report: dict) -> str:
     rows = [r for r in report["rows"] if r.get("status") == "ok" and r.get("work")]
     if not rows:
         return ""
-    out = ["Where the time goes (per article; model share = time inside the model's forward passes):\n",
-           "| row | encoder passes | tokens | tokens incl. padding | model share of wall time |",
-           "|---|---:|---:|---:|---:|"]
+    out = ["Where the time goes (per article; model share = time inside the model's forward passes; "
+           "CPU ms = process CPU time, all threads; load = the machine's 1-minute load average at the "
+           "row's start and end, above the thread count means other work shared the cores):\n",
+           "| row | encoder passes | tokens | tokens incl. padding | model share of wall time | CPU ms | load |",
+           "|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         w = r["work"]
+        load = "–" if not r.get("load_avg") else f"{r['load_avg'][0]:.1f} → {r['load_avg'][1]:.1f}"
         out.append(f"| {r['name']} | {w['windows_per_article']:.2f} | {w['tokens_per_article']:.0f} "
-                   f"| {w['padded_tokens_per_article']:.0f} | {_num(w.get('model_share'), '{:.0%}')} |")
+                   f"| {w['padded_tokens_per_article']:.0f} | {_num(w.get('model_share'), '{:.0%}')} "
+                   f"| {_num(r.get('cpu_ms_per_article'), '{:.0f}')} | {load} |")
+    for r in report["rows"]:
+        if r.get("status") == "ok" and not r.get("work"):
+            load = "–" if not r.get("load_avg") else f"{r['load_avg'][0]:.1f} → {r['load_avg'][1]:.1f}"
+            out.append(f"| {r['name']} | | | | | {_num(r.get('cpu_ms_per_article'), '{:.0f}')} | {load} |")
     profiles = [(r["name"], r["work"]["op_profile"]) for r in rows if r["work"].get("op_profile")]
     if profiles:
         out.append("\nInside the model (share of operator time on one batch, largest first):\n")

@@ -16,7 +16,7 @@ def bench_command(
     clients: int = typer.Option(8, "--clients", min=1, help="Concurrent HTTP clients of the service row."),
     train_steps: int = typer.Option(30, "--train-steps", min=2, help="Optimisation steps of each training loop."),
     train_batch: int = typer.Option(16, "--train-batch", min=1, help="Batch size of both training loops."),
-    dev_limit: int = typer.Option(400, "--dev-limit", min=0, help="Examples per dev set in the int8 check (0: all)."),
+    dev_limit: int = typer.Option(300, "--dev-limit", min=0, help="Examples per dev set in the int8 check (0: all)."),
     skip: List[str] = typer.Option([], "--skip", help="Rows to leave out (repeat or comma-separate): baseline, fp32, onnx-int8, torch-int8, service, batch, training, dev."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for bench.json and bench.md (default: KHABAR_HOME/reports)."),
 ) -> None:
