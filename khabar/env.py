@@ -52,4 +52,21 @@ def configure() -> Path:
     os.environ.setdefault("HF_HOME", str(home / "hf"))
     for key, value in _TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
+    _forget_cached_tracking_choice()
     return home
+
+
+def _forget_cached_tracking_choice() -> None:
+    """Make an already-imported BentoML read BENTOML_DO_NOT_TRACK again.
+
+    `bentoml serve khabar.serving.service:Khabar` imports BentoML, and its CLI caches
+    ``do_not_track()`` (an ``lru_cache``) before our service module, and so this function, runs.
+    Without this the arbiter sends its "serve started" event to t.bentoml.com
+    (tests/test_no_telemetry.py caught it). BentoML is never imported from here.
+    """
+    import sys
+
+    module = sys.modules.get("bentoml._internal.utils.analytics.usage_stats")
+    cached = getattr(module, "do_not_track", None)
+    if cached is not None and hasattr(cached, "cache_clear"):
+        cached.cache_clear()

@@ -31,12 +31,14 @@ def free_port() -> int:
 class Server:
     """A running ``bentoml serve khabar.serving.service:Khabar``; ``url`` is its base address."""
 
-    def __init__(self, model_tag: str, log_path: Path, **env: str) -> None:
+    def __init__(self, model_tag: str, log_path: Path, unset: tuple[str, ...] = (), **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {**os.environ, "KHABAR_MODEL": model_tag, "KHABAR_THREADS": os.environ.get("KHABAR_THREADS", "2"),
                     "BENTOML_DO_NOT_TRACK": "true", "HF_HUB_OFFLINE": "1", **env}
+        for key in unset:  # e.g. to check khabar's own defaults rather than the test's
+            full_env.pop(key, None)
         bentoml = Path(sys.executable).parent / "bentoml"
         self._log = open(log_path, "wb")
         # A new session, so that stopping it also stops the worker processes BentoML forks.
