@@ -2,7 +2,8 @@
 
 Used by the service, batch jobs and evaluation alike, so labels are the same wherever they come
 from. Windows of all articles in a batch are sorted by length and padded per batch; topic and
-entities come from one encoder pass per window, stance from one pass per (target, window).
+entities come from one encoder pass per window, stance from one pass per (target, window), over
+the first ``schema.stance_windows`` windows (what the model was trained to read).
 """
 from __future__ import annotations
 
@@ -167,6 +168,15 @@ class Predictor:
             return
         windows = make_windows(self.tokenizer, texts, max_length=self.schema.max_length,
                                stride=self.schema.stride, targets=pairs)
+        if self.schema.stance_windows is not None:
+            # Windows of one pair come out in reading order: keep the first N (see ModelSchema).
+            seen: dict[int, int] = {}
+            kept = []
+            for win in windows:
+                seen[win.target] = seen.get(win.target, 0) + 1
+                if seen[win.target] <= self.schema.stance_windows:
+                    kept.append(win)
+            windows = kept
         logits = self._forward_windows(windows, ("stance",))
         by_pair: dict[int, list[int]] = {}
         for w, win in enumerate(windows):

@@ -15,6 +15,9 @@ class ModelSchema:
 
     ``tasks["ner"]`` holds BIO labels ("O", "B-PERS", "I-PERS", ...). ``max_length`` is the window
     length in tokens (specials included) and ``stride`` the overlap between windows.
+    ``stance_windows`` caps how many windows of an article stance reads per target (None: all):
+    a model trained on the first N windows of each pair has never learnt to read stance from
+    later ones, and each extra window is one more encoder pass per target.
     """
 
     tasks: dict[str, list[str]]
@@ -22,6 +25,7 @@ class ModelSchema:
     stride: int = 64
     pooling: str = "mean"
     backbone: dict = field(default_factory=dict)
+    stance_windows: int | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.tasks) - set(TASKS)
@@ -31,6 +35,8 @@ class ModelSchema:
             raise ValueError("a model needs at least one task")
         if self.stride >= self.max_length // 2:
             raise ValueError(f"stride {self.stride} must be under half of max_length {self.max_length}")
+        if self.stance_windows is not None and self.stance_windows < 1:
+            raise ValueError(f"stance_windows must be at least 1 (or null for all), got {self.stance_windows}")
 
     def entity_types(self) -> list[str]:
         """NER entity types (PERS, LOC, ...) in label order."""

@@ -101,6 +101,11 @@ def load_model(tag: str = f"{MODEL_NAME}:latest") -> LoadedModel:
     try:
         schema = ModelSchema.from_json((path / "schema.json").read_text(encoding="utf-8"))
         training = json.loads((path / "training.json").read_text(encoding="utf-8"))
+        if schema.stance_windows is None and "stance" in schema.tasks:
+            # Models saved before the schema carried it: what their training read.
+            trained = (training.get("config") or {}).get("max_windows_per_example")
+            if isinstance(trained, int) and trained >= 1:
+                schema.stance_windows = trained
         config = AutoConfig.from_pretrained(path / "encoder")
         encoder = AutoModel.from_config(config, **_pooler_kwargs(config))
         model = KhabarModel(encoder, schema)

@@ -71,3 +71,57 @@ def test_bad_requests_are_refused_with_a_reason(predictor):
     assert any("not Arabic" in w for w in res["warnings"])
     assert arabic_ratio("مرحبا hello") == pytest.approx(5 / 10)
     assert arabic_ratio("123") == 0.0
+
+
+class CountingEngine:
+    """The real engine, counting the windows each task is run on."""
+
+    def __init__(self, model) -> None:
+        from khabar.models.predictor import TorchEngine
+
+        self.inner, self.rows = TorchEngine(model), {}
+
+    def __call__(self, batch, tasks):
+        for t in tasks:
+            self.rows[t] = self.rows.get(t, 0) + int(batch["input_ids"].shape[0])
+        return self.inner(batch, tasks)
+
+
+def test_stance_reads_only_the_first_windows_the_model_was_trained_on(tiny_loaded):
+    from dataclasses import replace
+
+    schema = replace(tiny_loaded.schema, stance_windows=1)
+    engine = CountingEngine(tiny_loaded.model)
+    capped = Predictor(None, tiny_loaded.tokenizer, schema, batch_size=4, engine=engine)
+    long_text = " ".join([ARTICLE] * 12)
+    other_tail = " ".join([ARTICLE] * 3 + ["فاز المنتخب الوطني بكأس البطولة بعد مباراة مثيرة"] * 30)
+    targets = ["الاتفاق", "الحكومة"]
+
+    first = capped.label_one(long_text, targets, tasks=["stance"])
+    assert engine.rows == {"stance": 2}, "one window per target"
+    # What lies past the first window cannot change a capped stance.
+    second = capped.label_one(other_tail, targets, tasks=["stance"])
+    for a, b in zip(first["stance"], second["stance"]):
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
+
+    engine.rows.clear()
+    uncapped = Predictor(None, tiny_loaded.tokenizer, replace(schema, stance_windows=None), batch_size=4,
+                         engine=engine)
+    uncapped.label_one(long_text, targets, tasks=["stance"])
+    assert engine.rows["stance"] > 2 * 2, "without a cap every window of a long article is read"
+
+
+def test_models_stored_without_a_stance_cap_get_their_training_window_count(tiny_loaded):
+    import copy
+    import json
+    from dataclasses import replace
+
+    from khabar.models.store import load_model, model_path, save_model
+
+    trained = tiny_loaded.training["config"]["max_windows_per_example"]
+    assert tiny_loaded.schema.stance_windows == trained  # new models carry it
+    old = copy.deepcopy(tiny_loaded.model)
+    old.schema = replace(old.schema, stance_windows=None)  # as saved before the field existed
+    tag = save_model(old, tiny_loaded.tokenizer, training=tiny_loaded.training, name="khabar-old-schema")
+    assert json.loads((model_path(tag)[1] / "schema.json").read_text())["stance_windows"] is None
+    assert load_model(tag).schema.stance_windows == trained

@@ -144,7 +144,8 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
 
     # Model, optimizer (heads learn faster than the pretrained encoder), schedule.
     schema = ModelSchema(tasks=labels, max_length=cfg.max_length, stride=cfg.stride,
-                         backbone=backbone_identity(cfg.backbone, resolved))
+                         backbone=backbone_identity(cfg.backbone, resolved),
+                         stance_windows=cfg.max_windows_per_example)
     model = KhabarModel(load_encoder(resolved), schema, dropout=cfg.dropout)
     if cfg.init_from:
         from khabar.training.warmstart import init_from_stored
