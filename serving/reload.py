@@ -11,7 +11,8 @@ Two triggers, both on by default:
 
 - a poll of the stages file every ``KHABAR_RELOAD_POLL_S`` seconds (default 10; 0 turns it off),
   which is how every worker of a multi-worker service learns of a promotion;
-- ``POST /admin/reload``, which checks at once in the worker that receives it. With
+- ``POST /admin/reload``, which checks at once in the worker that receives it (when the wanted
+  model is already live, it re-reads that model's store entry and reports damage, still serving). With
   ``KHABAR_API_TOKEN`` set it needs the token like every other route; without a token it is
   accepted only from the machine itself (127.0.0.1 or ::1), so an open service cannot be made to
   load models by strangers. Behind a reverse proxy every client looks local: set a token there.
@@ -87,8 +88,18 @@ class ModelHolder:
             except Exception as err:  # the stages file or the store cannot be read right now
                 return self._failure(None, err, reason)
             live = self.live.loaded.tag
+            if tag == live and force:
+                # A manual reload of the live model re-reads its store entry beside it: damage
+                # (a corrupted or deleted entry) is reported now, not at the next restart, and
+                # the model in memory keeps serving either way.
+                try:
+                    self._load(tag)
+                except Exception as err:
+                    return self._failure(tag, err, reason)
+                self._failed, self.last_error = None, None
+                return {"changed": False, "live": live, "wanted": tag, "error": None, "verified": True}
             if tag == live:
-                return {"changed": False, "live": live, "wanted": tag, "error": None}
+                return {"changed": False, "live": live, "wanted": tag, "error": self.last_error}
             if tag == self._failed and not force:
                 return {"changed": False, "live": live, "wanted": tag, "error": self.last_error}
             try:
