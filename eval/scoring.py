@@ -67,9 +67,10 @@ def predict_examples(predictor, task: str, examples: list, batch: int = 64,
 
 
 def score_examples(predictor, task: str, examples: list, labels: list[str] | None = None,
-                   batch: int = 64) -> Scored:
-    """Predict and score ``examples`` (readers' Topic/Stance/NerExample) for ``task``."""
-    gold, pred, probs = predict_examples(predictor, task, examples, batch)
+                   batch: int = 64, progress=None) -> Scored:
+    """Predict and score ``examples`` (readers' Topic/Stance/NerExample) for ``task``;
+    ``progress(n)`` is called per chunk of examples done."""
+    gold, pred, probs = predict_examples(predictor, task, examples, batch, progress=progress)
     if task == "ner":
         metrics = ner_metrics(gold, pred)
     else:

@@ -161,11 +161,38 @@ def from_dict(raw: dict, where: str = "config") -> TrainConfig:
             dev=[_source(s, f"{where}: tasks.{task}.dev") for s in _as_list(spec.get("dev", []))],
             labels=spec.get("labels"),
         )
-    values = {k: v for k, v in raw.items() if k != "tasks"}
+    values = {k: _typed(k, v, where) for k, v in raw.items() if k != "tasks"}
     cfg = TrainConfig(tasks=tasks, **values)
     if cfg.stride * 2 >= cfg.max_length:
         raise ConfigError(f"{where}: stride {cfg.stride} must be under half of max_length {cfg.max_length}")
     return cfg
+
+
+_SCALAR_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _typed(key: str, value: Any, where: str) -> Any:
+    """``value`` as the type of TrainConfig's field ``key``, or a ConfigError naming it.
+
+    YAML reads ``2e-5`` (no dot) as a string, and ``--set lr=2e-5`` is how people write it; a
+    string learning rate would only fail deep inside the optimizer.
+    """
+    annotation = str(next(f.type for f in fields(TrainConfig) if f.name == key))
+    optional = annotation.endswith("| None")
+    want = _SCALAR_TYPES.get(annotation.replace("| None", "").strip())
+    if want is None or (value is None and optional) or (type(value) is want):
+        return value
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want in (int, float) and isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if number is not None and (want is float or number.is_integer()):
+            return want(number)
+    raise ConfigError(f"{where}: {key} must be {want.__name__}{' or null' if optional else ''}, "
+                      f"got {value!r}")
 
 
 def _as_list(value: Any) -> list:

@@ -100,11 +100,16 @@ def evaluate_dev(model: KhabarModel, tokenizer, examples: dict, cfg: TrainConfig
     predictor = Predictor(model, tokenizer, model.schema, batch_size=cfg.eval_batch_size,
                           threads=torch.get_num_threads())
     metrics: dict = {}
-    for task, te in examples.items():
-        for name, exs in te.dev.items():
-            if exs:
-                metrics.setdefault(task, {})[name] = score_examples(
-                    predictor, task, exs, model.schema.tasks[task] if task != "ner" else None).metrics
+    total = sum(len(exs) for te in examples.values() for exs in te.dev.values())
+    # Whole dev articles through every window: minutes on a CPU, so it gets its own bar.
+    with tqdm(total=total, desc="dev evaluation", unit="ex", dynamic_ncols=True, leave=False) as bar:
+        for task, te in examples.items():
+            for name, exs in te.dev.items():
+                if exs:
+                    bar.set_postfix_str(f"{task}/{name}")
+                    metrics.setdefault(task, {})[name] = score_examples(
+                        predictor, task, exs, model.schema.tasks[task] if task != "ner" else None,
+                        progress=bar.update).metrics
     model.train()
     return metrics
 
