@@ -70,9 +70,12 @@ class ModelHolder:
         return promoted_tag() or self.live.loaded.tag
 
     def _load(self, tag: str) -> Live:
+        from khabar.models.engines import make_engine
+
         loaded = load_model(tag)
+        # KHABAR_ENGINE: fp32 (default) or int8; an int8 engine is exported once per model and cached.
         predictor = Predictor(loaded.model, loaded.tokenizer, loaded.schema, batch_size=self.batch_size,
-                              model_info=loaded.info)
+                              model_info=loaded.info, engine=make_engine(None, loaded))
         predictor.label([LabelRequest(_TRIAL.text, _TRIAL.targets, predictor.api_tasks)])
         return Live(loaded, predictor, time.time())
 

@@ -142,3 +142,4 @@ class InfoResponse(BaseModel):
     limits: dict
     auth_required: bool
     reload: dict | None = Field(None, description="live model, what it follows, last reload and last reload error")
+    engine: str | None = Field(None, description="numeric engine running the model: fp32, onnx-int8 or torch-int8 (KHABAR_ENGINE)")

@@ -18,6 +18,7 @@ import bentoml
 from bentoml.exceptions import ServiceUnavailable
 from starlette.responses import JSONResponse
 
+from khabar.models.engines import resolve_engine_name
 from khabar.models.predictor import LabelRequest as PredictorRequest
 from khabar.serving.middleware import INTERNAL, INTERNAL_PATH, Guard
 from khabar.serving.reload import ModelHolder
@@ -75,7 +76,8 @@ class Khabar:
         return {"model": {"tag": live.loaded.tag, **live.loaded.info}, "backbone": schema.backbone,
                 "tasks": tasks, "windowing": {"max_length": schema.max_length, "stride": schema.stride},
                 "dev_metrics": training.get("dev_metrics", {}), "limits": S.limits(),
-                "auth_required": S.api_token is not None, "reload": self.holder.status()}
+                "auth_required": S.api_token is not None, "reload": self.holder.status(),
+                "engine": resolve_engine_name(None)}
 
     async def _label(self, items: list[LabelRequest]) -> list[dict] | JSONResponse:
         """Check tasks against the model, then run the items through the batching endpoint."""

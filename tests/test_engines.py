@@ -126,3 +126,21 @@ def test_concurrent_first_use_exports_once(tiny_loaded, tmp_path, monkeypatch):
     assert engines[0].path == engines[1].path == folder / "model.int8.onnx"
     assert len(calls) == 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("onnx.") and p.is_dir()]  # no temp folders left
+
+
+def test_batch_jobs_follow_khabar_engine_and_keep_int8_jobs_apart(tiny_model_tag, tmp_path, monkeypatch):
+    """KHABAR_ENGINE picks the engine of batch jobs (as of the service); int8 output is another job."""
+    from khabar.models.engines import TorchInt8Engine
+    from khabar.serving.batch import JobError, ScoreOptions, run_job
+    from khabar.serving.batch.scorer import Scorer
+
+    monkeypatch.setenv("KHABAR_ENGINE", "torch-int8")
+    assert isinstance(Scorer(tiny_model_tag, tasks=["topic"], targets=[]).predictor.engine, TorchInt8Engine)
+
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text('{"id": 1, "text": "فاز الفريق الوطني بالمباراة"}\n', encoding="utf-8")
+    monkeypatch.setenv("KHABAR_ENGINE", "fp32")
+    run_job(ScoreOptions(inp, out, model=tiny_model_tag, part_size=1, progress=False))
+    monkeypatch.setenv("KHABAR_ENGINE", "torch-int8")
+    with pytest.raises(JobError, match="already exists"):
+        run_job(ScoreOptions(inp, out, model=tiny_model_tag, part_size=1, progress=False))

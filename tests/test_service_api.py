@@ -227,6 +227,7 @@ def test_info_reports_model_and_limits(client, info, model_tag):
     assert info["limits"]["max_chars"] == 3000 and info["limits"]["max_body_bytes"] == 32768
     assert info["dev_metrics"], "the dev metrics stored with the model are reported"
     assert info["auth_required"] is False
+    assert info["engine"] == "fp32", "KHABAR_ENGINE unset: the model as trained"
 
 
 def test_probes_metrics_and_docs(client):

@@ -124,6 +124,11 @@ def run_job(opts: ScoreOptions, log: Callable[[str], None] = lambda m: None) -> 
         log("note: stance needs --targets; every stance list will be empty")
     fp = fingerprint(model=tag, tasks=tasks, targets=opts.targets, text_field=opts.text_field,
                      id_field=opts.id_field, max_chars=opts.max_chars, files=files)
+    from khabar.models.engines import resolve_engine_name
+
+    numeric = resolve_engine_name(None)
+    if numeric != "fp32":  # int8 labels differ slightly from fp32: not one job (fp32 jobs keep their fingerprint)
+        fp["numeric_engine"] = numeric
     summary = JobSummary(output=opts.output)
     opts.output.parent.mkdir(parents=True, exist_ok=True)
     with PartStore(opts.output).open(fp, opts.part_size, restart=opts.restart) as store:

@@ -19,7 +19,8 @@ from khabar.serving.batch.plan import Part
 
 # Variables the workers need to find the model store and stay offline and quiet.
 _WORKER_ENV = ("KHABAR_HOME", "BENTOML_HOME", "HF_HOME", "HF_HUB_OFFLINE", "BENTOML_DO_NOT_TRACK",
-               "RAY_USAGE_STATS_ENABLED", "HF_HUB_DISABLE_TELEMETRY", "DO_NOT_TRACK", "TOKENIZERS_PARALLELISM")
+               "RAY_USAGE_STATS_ENABLED", "HF_HUB_DISABLE_TELEMETRY", "DO_NOT_TRACK", "TOKENIZERS_PARALLELISM",
+               "KHABAR_ENGINE")
 
 
 class RayScorer:

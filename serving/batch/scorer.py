@@ -41,12 +41,15 @@ class Scorer:
 
     def __init__(self, tag: str, *, tasks: Sequence[str], targets: Sequence[str],
                  batch_size: int = 32, threads: int | None = None) -> None:
+        from khabar.models.engines import make_engine
         from khabar.models.predictor import Predictor
         from khabar.models.store import load_model
 
         loaded = load_model(tag)
+        # KHABAR_ENGINE (fp32 by default, or int8): the same switch as the service's.
         self.predictor = Predictor(loaded.model, loaded.tokenizer, loaded.schema, batch_size=batch_size,
-                                   model_info=loaded.info, threads=threads)
+                                   model_info=loaded.info, threads=threads,
+                                   engine=make_engine(None, loaded, threads=threads))
         self.tasks = list(tasks)
         self.targets = list(targets)
 
