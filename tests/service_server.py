@@ -12,7 +12,9 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 
@@ -83,6 +85,16 @@ class Server:
     def log(self) -> str:
         """The server's output so far."""
         return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def running(model_tag: str, log_path: Path, unset: tuple[str, ...] = (), **env: str) -> Iterator[Server]:
+    """A ready :class:`Server`, stopped (with its workers) when the block ends, however it ends."""
+    srv = Server(model_tag, log_path, unset=unset, **env)
+    try:
+        yield srv.wait_ready()
+    finally:
+        srv.stop()
 
 
 def sample_sentences(n: int) -> list[str]:

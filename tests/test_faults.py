@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from khabar.eval.loadtest import LoadTestError, check_local, find_workers, main as loadtest_main
-from service_server import Server
+from service_server import running
 
 RECOVERY_S = 120  # a new worker loads the tiny model in a few seconds; 2 busy cores may be slow
 PARAGRAPH = ("أعلن البنك المركزي في الرباط رفع سعر الفائدة لمواجهة ارتفاع الأسعار، وقال المحافظ إن "
@@ -27,11 +27,8 @@ PARAGRAPH = ("أعلن البنك المركزي في الرباط رفع سعر
 
 @pytest.fixture(scope="module")
 def server(tiny_model_tag, tmp_path_factory):
-    srv = Server(tiny_model_tag, tmp_path_factory.mktemp("faults") / "server.log")
-    try:
-        yield srv.wait_ready()
-    finally:
-        srv.stop()
+    with running(tiny_model_tag, tmp_path_factory.mktemp("faults") / "server.log") as srv:
+        yield srv
 
 
 def _busy(proc: psutil.Process, seconds: float = 0.2) -> bool:

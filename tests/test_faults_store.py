@@ -9,7 +9,7 @@ import shutil
 import httpx
 import pytest
 
-from service_server import Server
+from service_server import running
 
 ARTICLE = "وقعت الحكومة العراقية في بغداد اتفاقا مع شركة النفط الوطنية لتطوير حقول البصرة"
 BODY = {"text": ARTICLE, "targets": ["الاتفاق"]}
@@ -26,11 +26,8 @@ def victim(tiny_loaded) -> str:
 
 @pytest.fixture(scope="module")
 def server(victim, tmp_path_factory):
-    srv = Server(victim, tmp_path_factory.mktemp("faults_store") / "server.log")
-    try:
-        yield srv.wait_ready()
-    finally:
-        srv.stop()
+    with running(victim, tmp_path_factory.mktemp("faults_store") / "server.log") as srv:
+        yield srv
 
 
 def _labels(resp: httpx.Response) -> tuple:

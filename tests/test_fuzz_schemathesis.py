@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service_server import Server
+from service_server import running
 
 EXAMPLES = int(os.environ.get("KHABAR_FUZZ_EXAMPLES", "260"))
 MIN_REQUESTS = int(os.environ.get("KHABAR_FUZZ_MIN_REQUESTS", "1000"))
@@ -38,11 +38,8 @@ SENT: dict[str, int] = {}
 
 @pytest.fixture(scope="module")
 def server(tiny_model_tag, tmp_path_factory):
-    srv = Server(tiny_model_tag, tmp_path_factory.mktemp("fuzz") / "server.log", **LIMITS)
-    try:
-        yield srv.wait_ready()
-    finally:
-        srv.stop()
+    with running(tiny_model_tag, tmp_path_factory.mktemp("fuzz") / "server.log", **LIMITS) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from khabar.eval.loadtest import find_workers
-from service_server import Server, eager_ner_copy
+from service_server import eager_ner_copy, running
 
 LIMIT_S = 60  # seconds any single hostile request may take on 2 busy cores
 BASE = "أعلن وزير الخارجية في القاهرة أن جامعة الدول العربية ستعقد قمة في الرياض الشهر المقبل"
@@ -42,11 +42,8 @@ VALID = {  # name -> text that must be answered 200 with exact offsets
 @pytest.fixture(scope="module")
 def server(tiny_loaded, tmp_path_factory):
     # Entities eagerly tagged, so the offset checks see real entities.
-    srv = Server(eager_ner_copy(tiny_loaded, name="khabar-hostile"), tmp_path_factory.mktemp("hostile") / "server.log")
-    try:
-        yield srv.wait_ready()
-    finally:
-        srv.stop()
+    with running(eager_ner_copy(tiny_loaded, name="khabar-hostile"), tmp_path_factory.mktemp("hostile") / "server.log") as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

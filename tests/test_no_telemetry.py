@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from service_server import Server
+from service_server import running
 
 TELEMETRY_VARS = ("BENTOML_DO_NOT_TRACK", "ORT_DISABLE_TELEMETRY", "RAY_USAGE_STATS_ENABLED",
                   "HF_HUB_DISABLE_TELEMETRY", "DO_NOT_TRACK", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -94,18 +94,14 @@ def test_the_audit_hook_records_a_lookup_of_a_remote_host(tmp_path):
 
 def test_service_and_batch_job_make_no_remote_connection_by_default(tiny_model_tag, tmp_path):
     env, log = audited_env(tmp_path)
-    server = Server(tiny_model_tag, tmp_path / "server.log", unset=TELEMETRY_VARS,
-                    PYTHONPATH=env["PYTHONPATH"], KHABAR_NET_AUDIT=env["KHABAR_NET_AUDIT"])
-    try:
-        server.wait_ready()
+    with running(tiny_model_tag, tmp_path / "server.log", unset=TELEMETRY_VARS,
+                 PYTHONPATH=env["PYTHONPATH"], KHABAR_NET_AUDIT=env["KHABAR_NET_AUDIT"]) as server:
         body = {"text": "وقعت الحكومة العراقية اتفاقا مع الولايات المتحدة في بغداد", "targets": ["الاتفاق"]}
         for _ in range(3):
             assert httpx.post(f"{server.url}/label", json=body, timeout=60).status_code == 200
         for path in ("/info", "/metrics", "/ui", "/docs.json"):
             assert httpx.get(f"{server.url}{path}", timeout=30, follow_redirects=True).status_code == 200
         time.sleep(3)  # leave time for anything sent in the background after requests
-    finally:
-        server.stop()
 
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     inp.write_text(json.dumps({"id": 1, "text": body["text"]}, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service_server import Server
+from service_server import running
 from test_training import toy_config, toy_files
 
 pytest.importorskip("khabar.serving.reload", reason="the service's reloader (serving/reload.py) is not written yet")
@@ -94,11 +94,8 @@ def toy(tiny_backbone, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(toy):
-    srv = Server("khabar:promoted", toy["root"] / "server.log", KHABAR_RELOAD_POLL_S=POLL_S)
-    try:
-        yield srv.wait_ready()
-    finally:
-        srv.stop()
+    with running("khabar:promoted", toy["root"] / "server.log", KHABAR_RELOAD_POLL_S=POLL_S) as srv:
+        yield srv
 
 
 def _info(server) -> dict:

@@ -14,7 +14,7 @@ import pytest
 
 from khabar.serving.schemas import BatchResult, InfoResponse, LabelResult
 from khabar.models.normalize import normalize
-from service_server import Server, decorate, eager_ner_copy, sample_sentences
+from service_server import decorate, eager_ner_copy, running, sample_sentences
 
 # KHABAR_MAX_BATCH_SIZE=4: a 20-item /label_batch is split over several model calls.
 LIMITS = {"KHABAR_MAX_CHARS": "3000", "KHABAR_MAX_BODY_BYTES": "32768", "KHABAR_MAX_BATCH_ITEMS": "20",
@@ -47,11 +47,8 @@ def model_tag(tiny_loaded) -> str:
 
 @pytest.fixture(scope="module")
 def server(model_tag, tmp_path_factory):
-    srv = Server(model_tag, tmp_path_factory.mktemp("service_api") / "server.log", **LIMITS)
-    try:
-        yield srv.wait_ready()
-    finally:
-        srv.stop()
+    with running(model_tag, tmp_path_factory.mktemp("service_api") / "server.log", **LIMITS) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

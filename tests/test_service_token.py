@@ -11,7 +11,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from service_server import Server
+from service_server import Server, running
 
 TOKEN = "s3cret-token-for-tests"
 TEXT = "افتتح وزير الثقافة في الدوحة مهرجان الكتاب العربي بمشاركة دور نشر من مصر ولبنان والمغرب."
@@ -32,12 +32,9 @@ def two_task_tag(tiny_loaded) -> str:
 
 @pytest.fixture(scope="module")
 def server(two_task_tag, tmp_path_factory):
-    srv = Server(two_task_tag, tmp_path_factory.mktemp("service_token") / "server.log", KHABAR_API_TOKEN=TOKEN,
-                 KHABAR_MAX_CONCURRENCY="3")
-    try:
-        yield srv.wait_ready()
-    finally:
-        srv.stop()
+    with running(two_task_tag, tmp_path_factory.mktemp("service_token") / "server.log", KHABAR_API_TOKEN=TOKEN,
+                 KHABAR_MAX_CONCURRENCY="3") as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service_server import Server, decorate, eager_ner_copy, sample_sentences
+from service_server import decorate, eager_ner_copy, running, sample_sentences
 
 CHROMIUM = os.environ.get("KHABAR_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -137,11 +137,8 @@ class Chrome:
 
 @pytest.fixture(scope="module")
 def server(tiny_loaded, tmp_path_factory):
-    srv = Server(eager_ner_copy(tiny_loaded), tmp_path_factory.mktemp("service_ui") / "server.log", KHABAR_API_TOKEN=TOKEN)
-    try:
-        yield srv.wait_ready()
-    finally:
-        srv.stop()
+    with running(eager_ner_copy(tiny_loaded), tmp_path_factory.mktemp("service_ui") / "server.log", KHABAR_API_TOKEN=TOKEN) as srv:
+        yield srv
 
 
 @pytest.fixture()
