@@ -63,6 +63,32 @@ def test_multitask_run_learns_a_separable_toy_task(tiny_backbone, tmp_path):
     assert result["tag"].startswith("khabar:")
 
 
+def test_frozen_embeddings_stay_pretrained_and_weighted_losses_still_learn(tiny_backbone, tmp_path):
+    from safetensors.torch import load_file
+
+    from khabar.models.backbones import load_encoder
+    from khabar.models.store import model_path
+    from khabar.training.loop import train
+
+    raw = toy_config(tiny_backbone, toy_files(tmp_path), name="frozen", freeze_embeddings=True,
+                     class_weighting="sqrt_inverse")
+    lines: list[str] = []
+    result = train(from_dict(raw), log=lines.append)
+    assert result["dev_metrics"]["topic"]["topic"]["accuracy"] >= 0.95
+    assert any(line.startswith("stance: loss weights") for line in lines), lines
+    pretrained = load_encoder(str(tiny_backbone)).state_dict()
+    _, path = model_path(result["tag"])
+    after = load_file(str(path / "model.safetensors"))
+
+    def stored(suffix: str):
+        return next(v for k, v in after.items() if k.endswith(suffix))
+
+    assert stored("word_embeddings.weight").equal(pretrained["embeddings.word_embeddings.weight"]), \
+        "a frozen embedding table changed during training"
+    query = "encoder.layer.0.attention.self.query.weight"
+    assert not stored(query).equal(pretrained[query]), "the layers above the embeddings must still train"
+
+
 def test_artifact_holds_weights_schema_and_provenance(tiny_model_tag):
     from khabar.models.store import load_model, model_path
 

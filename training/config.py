@@ -84,12 +84,19 @@ class TrainConfig:
     repair_bio: bool = True
     # A stored model's tag: start from its weights instead of the bare backbone (retraining).
     init_from: str | None = None
+    # Keep the word-embedding table as pretrained (training/loop.py says why).
+    freeze_embeddings: bool = False
+    # Loss weights for topic and stance labels: none | sqrt_inverse (training/weighting.py).
+    class_weighting: str = "none"
 
     def fingerprint(self) -> str:
         """Short hash of the resolved config: the same command resumes the same run."""
         values = asdict(self)
-        if values["init_from"] is None:  # keeps the hashes (run folders) of configs written before it
-            del values["init_from"]
+        # Fields at their defaults drop out, which keeps the hashes (run folders) of configs
+        # written before the fields existed.
+        for key, default in (("init_from", None), ("freeze_embeddings", False), ("class_weighting", "none")):
+            if values[key] == default:
+                del values[key]
         blob = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -165,6 +172,11 @@ def from_dict(raw: dict, where: str = "config") -> TrainConfig:
     cfg = TrainConfig(tasks=tasks, **values)
     if cfg.stride * 2 >= cfg.max_length:
         raise ConfigError(f"{where}: stride {cfg.stride} must be under half of max_length {cfg.max_length}")
+    from khabar.training.weighting import SCHEMES
+
+    if cfg.class_weighting not in SCHEMES:
+        raise ConfigError(f"{where}: class_weighting must be one of {', '.join(SCHEMES)}, "
+                          f"got {cfg.class_weighting!r}")
     return cfg
 
 

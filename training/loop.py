@@ -32,6 +32,7 @@ from khabar.training.checkpoint import load_checkpoint, save_checkpoint
 from khabar.training.config import TrainConfig
 from khabar.training.data import IGNORE, build_windows, load_examples, task_labels
 from khabar.training.plots import plot_curves
+from khabar.training.weighting import WEIGHTED_TASKS, class_weights
 
 
 def run_dir_for(cfg: TrainConfig) -> Path:
@@ -146,6 +147,11 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
     labels = {t: task_labels(t, te.train, cfg.tasks[t].labels) for t, te in examples.items()}
     items = {t: build_windows(t, te.train, tokenizer, labels[t], cfg, log=log) for t, te in examples.items()}
     sizes = {t: [len(w) for w, _ in its] for t, its in items.items()}
+    loss_weights = {t: class_weights([lab for _, lab in items[t]], len(labels[t]), cfg.class_weighting)
+                    for t in items if t in WEIGHTED_TASKS}
+    for t, w in loss_weights.items():
+        if w is not None:
+            log(f"{t}: loss weights " + ", ".join(f"{l}={x:.2f}" for l, x in zip(labels[t], w.tolist())))
 
     # Model, optimizer (heads learn faster than the pretrained encoder), schedule.
     schema = ModelSchema(tasks=labels, max_length=cfg.max_length, stride=cfg.stride,
@@ -156,11 +162,16 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
         from khabar.training.warmstart import init_from_stored
 
         log(init_from_stored(model, cfg.init_from))
+    if cfg.freeze_embeddings:
+        # The offline encoder's 113k-row table is 43M of its 65M parameters: its dense gradient
+        # and Adam update cost ~10% of a CPU step, and a few thousand labelled rows move it little.
+        model.encoder.get_input_embeddings().weight.requires_grad_(False)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    trainable = [(n, p) for n, p in model.encoder.named_parameters() if p.requires_grad]
     groups = [
-        {"params": [p for n, p in model.encoder.named_parameters() if not n.endswith(no_decay)],
+        {"params": [p for n, p in trainable if not n.endswith(no_decay)],
          "weight_decay": cfg.weight_decay, "lr": cfg.lr},
-        {"params": [p for n, p in model.encoder.named_parameters() if n.endswith(no_decay)],
+        {"params": [p for n, p in trainable if n.endswith(no_decay)],
          "weight_decay": 0.0, "lr": cfg.lr},
         {"params": list(model.heads.parameters()), "weight_decay": 0.0, "lr": cfg.head_lr},
     ]
@@ -195,8 +206,10 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
             target = batch.pop("labels")
             with accelerator.accumulate(model):
                 logits = model(**batch, tasks=(task,))[task]
+                weight = loss_weights.get(task)
                 loss = torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE)
+                    logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE,
+                    weight=None if weight is None else weight.to(logits.device))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), 1.0)
