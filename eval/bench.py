@@ -38,7 +38,8 @@ NER_TRAIN = Path("ner") / "anercorp" / "train.conll"
 DEV_SETS = [("stance", "ans", Path("stance/ans/dev.jsonl")), ("stance", "baly2018", Path("stance/baly2018/dev.jsonl")),
             ("ner", "anercorp", Path("ner/anercorp/dev.conll"))]
 TARGETS = {"predictor_int8": 4.0, "service": 3.0, "service_rss_mb": 1536.0, "training": 1.3}
-ROW_KEYS = ("baseline", "fp32", "onnx-int8", "torch-int8", "service", "batch", "training", "dev")
+ROW_KEYS = ("baseline", "fp32", "onnx-int8", "torch-int8", "onnx-int8-streams", "service", "batch", "training",
+            "dev")
 
 
 class BenchError(RuntimeError):
@@ -176,6 +177,8 @@ def run_bench(opts: BenchOptions, log=print) -> dict:
         ("fp32", "khabar predictor, fp32", lambda: run("predictor", {"engine": "fp32"})),
         ("onnx-int8", "khabar predictor, int8 (ONNX Runtime)", lambda: run("predictor", {"engine": "onnx-int8"})),
         ("torch-int8", "khabar predictor, int8 (PyTorch dynamic)", lambda: run("predictor", {"engine": "torch-int8"})),
+        ("onnx-int8-streams", f"khabar predictor, int8 (ONNX Runtime), {threads} batches at once, 1 thread each",
+         lambda: run("predictor", {"engine": "onnx-int8", "streams": threads})),
         ("service", f"service over HTTP, {opts.clients} clients", lambda: row_service(common, work, log)),
         ("batch", "batch job (khabar score, local)", lambda: row_batch(common, work, log)),
     ]
@@ -194,7 +197,7 @@ def run_bench(opts: BenchOptions, log=print) -> dict:
             for key, name, _ in plan]
     if reference is not None and "skipped" not in raw["fp32"]:
         for row in rows:
-            if row["key"] in ("onnx-int8", "torch-int8") and row["status"] == "ok":
+            if row["key"] in ("onnx-int8", "torch-int8", "onnx-int8-streams") and row["status"] == "ok":
                 row["agreement_with_fp32"] = agreement(raw[row["key"]]["labels"], raw["fp32"]["labels"])
 
     training = _training(opts, prep, threads, work, log)
@@ -252,9 +255,11 @@ def _report(opts, tag, prep, articles, threads, started, rows, training, dev, in
     ratio = lambda key: by_key[key].get("ratio") if key in by_key else None  # noqa: E731
     ratios = {"predictor_int8": ratio(int8), "predictor_fp32": ratio("fp32"),
               "predictor_onnx_int8": ratio("onnx-int8"), "predictor_torch_int8": ratio("torch-int8"),
+              "predictor_onnx_int8_streams": ratio("onnx-int8-streams"),
               "service": ratio("service"), "batch": ratio("batch"),
               "training": training.get("ratio") if training.get("status") == "ok" else None}
-    peaks = {k: by_key[k].get("peak_rss_mb") for k in ("baseline", "fp32", "onnx-int8", "torch-int8", "service", "batch")
+    peaks = {k: by_key[k].get("peak_rss_mb") for k in ("baseline", "fp32", "onnx-int8", "torch-int8",
+                                                       "onnx-int8-streams", "service", "batch")
              if k in by_key}
     met = {"predictor_int8": _ge(ratios["predictor_int8"], TARGETS["predictor_int8"]),
            "service": _ge(ratios["service"], TARGETS["service"]),

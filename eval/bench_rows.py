@@ -77,14 +77,42 @@ class EngineClock:
         self.seconds, self.windows, self.tokens, self.padded = 0.0, 0, 0, 0
 
     def __call__(self, batch, tasks):
-        self.sample = (batch, tasks)  # the last batch: what the op profile replays
         t0 = time.perf_counter()
         out = self.engine(batch, tasks)
         self.seconds += time.perf_counter() - t0
+        self._count(batch, tasks)
+        return out
+
+    def _count(self, batch, tasks) -> None:
+        self.sample = (batch, tasks)  # the last batch: what the op profile replays
         self.windows += int(batch["input_ids"].shape[0])
         self.tokens += int(batch["attention_mask"].sum())
         self.padded += int(batch["input_ids"].numel())
-        return out
+
+    @property
+    def map(self):
+        """The inner engine's ``map`` (batches side by side), clocked as wall time; absent when the
+        inner engine runs one batch at a time, so the predictor calls this clock per batch."""
+        inner = getattr(self.engine, "map", None)
+        if inner is None:
+            raise AttributeError("map")
+
+        def clocked(batches, tasks):
+            def counted():
+                for batch in batches:
+                    self._count(batch, tasks)
+                    yield batch
+            outputs = inner(counted(), tasks)
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    out = next(outputs)
+                except StopIteration:
+                    self.seconds += time.perf_counter() - t0
+                    return
+                self.seconds += time.perf_counter() - t0
+                yield out
+        return clocked
 
     def figures(self, n: int, seconds: float) -> dict:
         """Per-article work and the share of wall time spent in the model."""
@@ -232,7 +260,7 @@ def row_predictor(spec: dict) -> dict:
 
     threads = _threads(spec)
     loaded = load_model(spec["tag"])
-    engine = EngineClock(make_engine(spec["engine"], loaded, threads=threads))
+    engine = EngineClock(make_engine(spec["engine"], loaded, threads=threads, streams=spec.get("streams")))
     predictor = Predictor(loaded.model, loaded.tokenizer, loaded.schema,
                           batch_size=int(spec.get("batch_size", 16)), model_info=loaded.info,
                           engine=engine, threads=threads)

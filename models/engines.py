@@ -13,12 +13,20 @@ same code. Pick one by name with :func:`make_engine`:
 
 Without a name, :func:`make_engine` reads ``KHABAR_ENGINE`` (default ``fp32``).
 
+The ONNX engines can run several batches at once (``streams``, default ``KHABAR_ONNX_STREAMS``):
+the engine's threads are split between streams, each ``session.run`` on its own Python thread
+(ONNX Runtime releases the GIL, and one session may be run from several threads). At hidden size
+384 one GEMM is too small to keep two cores busy, so two single-threaded batches side by side can
+beat one two-threaded batch; the predictor dispatches batches through :meth:`OnnxEngine.map`.
+
 The ONNX files are cached per model tag under ``KHABAR_HOME/cache/onnx/<name>-<version>/``
 (never inside the model store, whose folders are content of the artifact), so exporting and
 quantizing happen once per model.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import copy
 import json
@@ -26,9 +34,10 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -59,7 +68,7 @@ def resolve_engine_name(name: str | None) -> str:
     return DEFAULT_INT8 if name == "int8" else name
 
 
-def make_engine(name: str | None, loaded, *, threads: int | None = None,
+def make_engine(name: str | None, loaded, *, threads: int | None = None, streams: int | None = None,
                 cache_dir: Path | None = None, progress: Callable[[str], None] | None = None) -> Callable:
     """Build the engine ``name`` for a :class:`~khabar.models.store.LoadedModel`.
 
@@ -67,6 +76,7 @@ def make_engine(name: str | None, loaded, *, threads: int | None = None,
     ``make_engine(None, loaded)`` and be switched by the environment.
 
     ``threads`` caps the engine's threads (default: KHABAR_THREADS, else all cores);
+    ``streams`` is how many batches an ONNX engine runs at once (default: KHABAR_ONNX_STREAMS, else 1);
     ``cache_dir`` overrides where ONNX files are kept (tests).
     """
     name = resolve_engine_name(name)
@@ -74,12 +84,25 @@ def make_engine(name: str | None, loaded, *, threads: int | None = None,
         return TorchEngine(loaded.model)
     if name == "torch-int8":
         return TorchInt8Engine(loaded.model)
-    return OnnxEngine.for_model(loaded, threads=threads, cache_dir=cache_dir, progress=progress)
+    return OnnxEngine.for_model(loaded, threads=threads, streams=streams, cache_dir=cache_dir,
+                                progress=progress)
 
 
 def engine_threads(threads: int | None = None) -> int:
     """Threads an engine uses: the argument, else KHABAR_THREADS, else every core."""
     return threads or int(os.environ.get("KHABAR_THREADS", "0")) or os.cpu_count() or 1
+
+
+def engine_streams(streams: int | None = None) -> int:
+    """Batches an ONNX engine runs at once: the argument, else KHABAR_ONNX_STREAMS, else 1."""
+    value = streams if streams is not None else os.environ.get("KHABAR_ONNX_STREAMS", "1")
+    try:
+        n = int(value)
+    except ValueError:
+        raise EngineError(f"KHABAR_ONNX_STREAMS must be a whole number, got {value!r}") from None
+    if n < 1:
+        raise EngineError(f"the number of ONNX streams must be at least 1, got {n}")
+    return n
 
 
 # -- PyTorch dynamic quantization -------------------------------------------------------------
@@ -243,13 +266,17 @@ def _cached_manifest(folder: Path) -> dict | None:
 class OnnxEngine:
     """ONNX Runtime session over an exported graph (int8 by default)."""
 
-    def __init__(self, path: Path, tasks: list[str], *, threads: int | None = None) -> None:
+    def __init__(self, path: Path, tasks: list[str], *, threads: int | None = None,
+                 streams: int | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
             raise EngineError("the onnx engines need onnxruntime: pip install 'khabar[onnx]'") from None
+        total = engine_threads(threads)
+        # More streams than threads would only queue; each stream gets an equal share of threads.
+        self.streams = min(engine_streams(streams), total)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = engine_threads(threads)
+        opts.intra_op_num_threads = max(1, total // self.streams)
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -259,9 +286,11 @@ class OnnxEngine:
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.tasks = list(tasks)
         self.path = Path(path)
+        self._pool = None
+        self._pool_lock = threading.Lock()
 
     @classmethod
-    def for_model(cls, loaded, *, int8: bool = True, threads: int | None = None,
+    def for_model(cls, loaded, *, int8: bool = True, threads: int | None = None, streams: int | None = None,
                   cache_dir: Path | None = None, progress: Callable[[str], None] | None = None) -> "OnnxEngine":
         """The engine for a loaded model, exporting (once) into the ONNX cache when needed."""
         folder = Path(cache_dir) if cache_dir else onnx_cache_dir(loaded.tag)
@@ -278,7 +307,25 @@ class OnnxEngine:
                         raise EngineError(f"the onnx engines need onnx, onnxscript and onnxruntime "
                                           f"(pip install 'khabar[onnx]'): {err}") from None
         path = folder / ("model.int8.onnx" if int8 else "model.onnx")
-        return cls(path, manifest["tasks"], threads=threads)
+        return cls(path, manifest["tasks"], threads=threads, streams=streams)
+
+    def map(self, batches: Iterable[dict[str, torch.Tensor]], tasks: tuple[str, ...]) -> Iterator[dict[str, np.ndarray]]:
+        """Outputs of ``batches`` in their order, up to ``self.streams`` of them running at once."""
+        if self.streams == 1:
+            for batch in batches:
+                yield self(batch, tasks)
+            return
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(self.streams, thread_name_prefix="onnx")
+        # At most `streams` batches in flight: the padded inputs of a long job never pile up.
+        pending: collections.deque = collections.deque()
+        for batch in batches:
+            pending.append(self._pool.submit(self, batch, tasks))
+            if len(pending) >= self.streams:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
     def __call__(self, batch: dict[str, torch.Tensor], tasks: tuple[str, ...]) -> dict[str, np.ndarray]:
         ids = batch["input_ids"].numpy()

@@ -125,9 +125,12 @@ class Predictor:
     def _forward_windows(self, windows: list[Window], tasks: tuple[str, ...]) -> list[dict[str, np.ndarray]]:
         """Per-window logits, in window order, from length-sorted padded batches."""
         per_window: list[dict[str, np.ndarray]] = [None] * len(windows)  # type: ignore[list-item]
-        for idx in length_sorted_batches(windows, self.batch_size):
-            batch = collate([windows[i] for i in idx], self.pad_id)
-            out = self.engine(batch, tasks)
+        order = list(length_sorted_batches(windows, self.batch_size))
+        batches = (collate([windows[i] for i in idx], self.pad_id) for idx in order)
+        # Engines that can run batches side by side (ONNX streams) say so with a `map` method.
+        run = getattr(self.engine, "map", None)
+        outputs = run(batches, tasks) if run is not None else (self.engine(b, tasks) for b in batches)
+        for idx, out in zip(order, outputs):
             for row, i in enumerate(idx):
                 n = len(windows[i])
                 per_window[i] = {t: (v[row, :n] if t == "ner" else v[row]) for t, v in out.items()}

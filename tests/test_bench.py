@@ -61,11 +61,11 @@ def test_bench_runs_every_row_on_the_tiny_model(tiny_model_tag, data_dir, tmp_pa
                                     train_steps=3, train_batch=4, dev_limit=12, out_dir=tmp_path),
                        log=lambda m: None)
     rows = {r["key"]: r for r in report["rows"]}
-    assert set(rows) == {"baseline", "fp32", "onnx-int8", "torch-int8", "service", "batch"}
+    assert set(rows) == {"baseline", "fp32", "onnx-int8", "torch-int8", "onnx-int8-streams", "service", "batch"}
     for key, row in rows.items():
         assert row["status"] == "ok", (key, row["status"])
         assert row["articles_per_s"] > 0 and row["peak_rss_mb"] > 50
-    for key in ("fp32", "onnx-int8", "torch-int8"):
+    for key in ("fp32", "onnx-int8", "torch-int8", "onnx-int8-streams"):
         assert rows[key]["agreement"]["topic"] >= 0.5  # same weights; only long articles may differ
     assert rows["baseline"]["ratio"] == 1.0 and rows["service"]["p95_ms"] >= rows["service"]["p50_ms"]
     saved = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))

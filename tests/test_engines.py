@@ -105,6 +105,37 @@ def test_int8_labels_agree_with_fp32(tiny_loaded, onnx_engine, articles, name):
     assert same / total >= 0.97
 
 
+def test_onnx_streams_give_the_same_labels_in_order(tiny_loaded, onnx_engine, articles):
+    two = OnnxEngine(onnx_engine.path, onnx_engine.tasks, threads=2, streams=2)
+    assert two.streams == 2 and OnnxEngine(onnx_engine.path, onnx_engine.tasks, threads=1, streams=4).streams == 1
+    batches = _batches(tiny_loaded, articles[:8]) * 3
+    one_by_one = [onnx_engine(b, ("topic", "ner")) for b in batches]
+    mapped = list(two.map(iter(batches), ("topic", "ner")))
+    assert len(mapped) == len(batches)
+    for ref, got in zip(one_by_one, mapped):
+        for task in ref:
+            np.testing.assert_allclose(got[task], ref[task], atol=1e-5)
+    seq = Predictor(None, tiny_loaded.tokenizer, tiny_loaded.schema, threads=1, engine=onnx_engine, batch_size=2)
+    par = Predictor(None, tiny_loaded.tokenizer, tiny_loaded.schema, threads=1, engine=two, batch_size=2)
+    reqs = [LabelRequest(t, [TARGET]) for t in articles]
+    for a, b in zip(seq.label(reqs), par.label(reqs)):
+        assert b["topic"]["label"] == a["topic"]["label"] and b["stance"][0]["label"] == a["stance"][0]["label"]
+        assert [(e["start"], e["end"], e["label"]) for e in b["entities"]] == \
+            [(e["start"], e["end"], e["label"]) for e in a["entities"]]
+
+
+def test_onnx_streams_setting_is_checked(monkeypatch):
+    from khabar.models.engines import engine_streams
+
+    monkeypatch.setenv("KHABAR_ONNX_STREAMS", "2")
+    assert engine_streams() == 2 and engine_streams(3) == 3
+    monkeypatch.setenv("KHABAR_ONNX_STREAMS", "two")
+    with pytest.raises(EngineError, match="whole number"):
+        engine_streams()
+    with pytest.raises(EngineError, match="at least 1"):
+        engine_streams(0)
+
+
 def test_onnx_engine_refuses_a_head_the_model_lacks(onnx_engine, tiny_loaded, articles):
     batch = _batches(tiny_loaded, articles[:8])[0]
     with pytest.raises(KeyError, match="no"):
