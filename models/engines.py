@@ -16,8 +16,11 @@ Without a name, :func:`make_engine` reads ``KHABAR_ENGINE`` (default ``fp32``).
 The ONNX engines can run several batches at once (``streams``, default ``KHABAR_ONNX_STREAMS``):
 the engine's threads are split between streams, each ``session.run`` on its own Python thread
 (ONNX Runtime releases the GIL, and one session may be run from several threads). At hidden size
-384 one GEMM is too small to keep two cores busy, so two single-threaded batches side by side can
+384 one GEMM is too small to keep two cores busy, so two single-threaded batches side by side might
 beat one two-threaded batch; the predictor dispatches batches through :meth:`OnnxEngine.map`.
+Measured on the 2-core AVX2 machine (`khabar bench`, offline.yaml model): they did not, 5.09 vs
+6.21 articles/s (362 vs 305 CPU ms per article), so the default stays 1; machines with more cores
+may differ.
 
 The ONNX files are cached per model tag under ``KHABAR_HOME/cache/onnx/<name>-<version>/``
 (never inside the model store, whose folders are content of the artifact), so exporting and
