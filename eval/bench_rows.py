@@ -89,30 +89,27 @@ class EngineClock:
         self.tokens += int(batch["attention_mask"].sum())
         self.padded += int(batch["input_ids"].numel())
 
-    @property
-    def map(self):
-        """The inner engine's ``map`` (batches side by side), clocked as wall time; absent when the
-        inner engine runs one batch at a time, so the predictor calls this clock per batch."""
+    def map(self, batches, tasks):
+        """Outputs of ``batches`` in order, through the inner engine's ``map`` (batches side by
+        side) when it has one, clocked as the wall time spent waiting for each output."""
         inner = getattr(self.engine, "map", None)
         if inner is None:
-            raise AttributeError("map")
+            for batch in batches:
+                yield self(batch, tasks)
+            return
 
-        def clocked(batches, tasks):
-            def counted():
-                for batch in batches:
-                    self._count(batch, tasks)
-                    yield batch
-            outputs = inner(counted(), tasks)
-            while True:
-                t0 = time.perf_counter()
-                try:
-                    out = next(outputs)
-                except StopIteration:
-                    self.seconds += time.perf_counter() - t0
-                    return
-                self.seconds += time.perf_counter() - t0
-                yield out
-        return clocked
+        def counted():
+            for batch in batches:
+                self._count(batch, tasks)
+                yield batch
+        outputs = inner(counted(), tasks)
+        while True:
+            t0 = time.perf_counter()
+            out = next(outputs, None)
+            self.seconds += time.perf_counter() - t0
+            if out is None:
+                return
+            yield out
 
     def figures(self, n: int, seconds: float) -> dict:
         """Per-article work and the share of wall time spent in the model."""
