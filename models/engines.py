@@ -22,6 +22,12 @@ Measured on the 2-core AVX2 machine (`khabar bench`, offline.yaml model): they d
 6.21 articles/s (362 vs 305 CPU ms per article), so the default stays 1; machines with more cores
 may differ.
 
+ONNX Runtime's worker threads spin while they wait for the next parallel section unless told not
+to (``spin``, default ``KHABAR_ONNX_SPIN``, on). Between the many small operators of each layer,
+a sleeping thread pays a wake-up each time: on 2 cores a batch of 16 x 128 tokens took 600 ms
+with spinning off and 512 ms with it on. ``KHABAR_ONNX_SPIN=0`` gives the cores back between
+operators, for machines where other busy processes share them.
+
 The ONNX files are cached per model tag under ``KHABAR_HOME/cache/onnx/<name>-<version>/``
 (never inside the model store, whose folders are content of the artifact), so exporting and
 quantizing happen once per model.
@@ -72,7 +78,8 @@ def resolve_engine_name(name: str | None) -> str:
 
 
 def make_engine(name: str | None, loaded, *, threads: int | None = None, streams: int | None = None,
-                cache_dir: Path | None = None, progress: Callable[[str], None] | None = None) -> Callable:
+                spin: bool | None = None, cache_dir: Path | None = None,
+                progress: Callable[[str], None] | None = None) -> Callable:
     """Build the engine ``name`` for a :class:`~khabar.models.store.LoadedModel`.
 
     ``name=None`` reads KHABAR_ENGINE (default ``fp32``), so the service and batch jobs can pass
@@ -80,6 +87,7 @@ def make_engine(name: str | None, loaded, *, threads: int | None = None, streams
 
     ``threads`` caps the engine's threads (default: KHABAR_THREADS, else all cores);
     ``streams`` is how many batches an ONNX engine runs at once (default: KHABAR_ONNX_STREAMS, else 1);
+    ``spin`` whether its threads spin between operators (default: KHABAR_ONNX_SPIN, else on);
     ``cache_dir`` overrides where ONNX files are kept (tests).
     """
     name = resolve_engine_name(name)
@@ -87,7 +95,7 @@ def make_engine(name: str | None, loaded, *, threads: int | None = None, streams
         return TorchEngine(loaded.model)
     if name == "torch-int8":
         return TorchInt8Engine(loaded.model)
-    return OnnxEngine.for_model(loaded, threads=threads, streams=streams, cache_dir=cache_dir,
+    return OnnxEngine.for_model(loaded, threads=threads, streams=streams, spin=spin, cache_dir=cache_dir,
                                 progress=progress)
 
 
@@ -106,6 +114,18 @@ def engine_streams(streams: int | None = None) -> int:
     if n < 1:
         raise EngineError(f"the number of ONNX streams must be at least 1, got {n}")
     return n
+
+
+def engine_spin(spin: bool | None = None) -> bool:
+    """Whether ONNX Runtime threads spin while waiting: the argument, else KHABAR_ONNX_SPIN, else on."""
+    if spin is not None:
+        return bool(spin)
+    value = os.environ.get("KHABAR_ONNX_SPIN", "1").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise EngineError(f"KHABAR_ONNX_SPIN must be 1 or 0, got {value!r}")
 
 
 # -- PyTorch dynamic quantization -------------------------------------------------------------
@@ -270,7 +290,7 @@ class OnnxEngine:
     """ONNX Runtime session over an exported graph (int8 by default)."""
 
     def __init__(self, path: Path, tasks: list[str], *, threads: int | None = None,
-                 streams: int | None = None) -> None:
+                 streams: int | None = None, spin: bool | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -283,8 +303,9 @@ class OnnxEngine:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Spinning worker threads burn the few shared cores other processes need.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Spinning saves a thread wake-up per operator (see the module docstring).
+        self.spin = engine_spin(spin)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.tasks = list(tasks)
@@ -294,7 +315,8 @@ class OnnxEngine:
 
     @classmethod
     def for_model(cls, loaded, *, int8: bool = True, threads: int | None = None, streams: int | None = None,
-                  cache_dir: Path | None = None, progress: Callable[[str], None] | None = None) -> "OnnxEngine":
+                  spin: bool | None = None, cache_dir: Path | None = None,
+                  progress: Callable[[str], None] | None = None) -> "OnnxEngine":
         """The engine for a loaded model, exporting (once) into the ONNX cache when needed."""
         folder = Path(cache_dir) if cache_dir else onnx_cache_dir(loaded.tag)
         manifest = _cached_manifest(folder)
@@ -310,7 +332,7 @@ class OnnxEngine:
                         raise EngineError(f"the onnx engines need onnx, onnxscript and onnxruntime "
                                           f"(pip install 'khabar[onnx]'): {err}") from None
         path = folder / ("model.int8.onnx" if int8 else "model.onnx")
-        return cls(path, manifest["tasks"], threads=threads, streams=streams)
+        return cls(path, manifest["tasks"], threads=threads, streams=streams, spin=spin)
 
     def map(self, batches: Iterable[dict[str, torch.Tensor]], tasks: tuple[str, ...]) -> Iterator[dict[str, np.ndarray]]:
         """Outputs of ``batches`` in their order, up to ``self.streams`` of them running at once."""

@@ -20,6 +20,7 @@ that the worker (a separate process started by ``bentoml serve``) sees the same 
 | KHABAR_THREADS | (CPU cores) | torch threads per worker (read by the predictor) |
 | KHABAR_ENGINE | fp32 | ``fp32``, ``int8`` (the measured faster int8 path), ``onnx-int8`` or ``torch-int8``; batch jobs read it too |
 | KHABAR_ONNX_STREAMS | 1 | batches an ONNX engine runs at once, threads split between them (:mod:`khabar.models.engines`) |
+| KHABAR_ONNX_SPIN | 1 | ONNX Runtime threads spin between operators (faster); 0 lets them sleep, for shared cores |
 | KHABAR_BATCH_SIZE | 16 | windows per encoder pass |
 | KHABAR_MAX_BATCH_SIZE | 32 | articles grouped by adaptive batching |
 | KHABAR_MAX_LATENCY_MS | 30000 | queueing time after which adaptive batching answers 503 |

@@ -136,6 +136,28 @@ def test_onnx_streams_setting_is_checked(monkeypatch):
         engine_streams(0)
 
 
+def test_onnx_spinning_follows_the_setting_and_keeps_outputs(monkeypatch, onnx_engine, tiny_loaded, articles):
+    from khabar.models.engines import engine_spin
+
+    def session_spins(engine: OnnxEngine) -> str:
+        return engine.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+    monkeypatch.delenv("KHABAR_ONNX_SPIN", raising=False)
+    assert engine_spin() is True and engine_spin(False) is False
+    monkeypatch.setenv("KHABAR_ONNX_SPIN", "0")
+    quiet = OnnxEngine(onnx_engine.path, onnx_engine.tasks, threads=2)
+    assert quiet.spin is False and session_spins(quiet) == "0"
+    busy = OnnxEngine(onnx_engine.path, onnx_engine.tasks, threads=2, spin=True)
+    assert busy.spin is True and session_spins(busy) == "1"
+    batch = _batches(tiny_loaded, articles[:8])[0]
+    a, b = quiet(batch, ("topic", "ner")), busy(batch, ("topic", "ner"))
+    for task in a:
+        np.testing.assert_allclose(a[task], b[task], atol=1e-5)
+    monkeypatch.setenv("KHABAR_ONNX_SPIN", "sometimes")
+    with pytest.raises(EngineError, match="KHABAR_ONNX_SPIN"):
+        engine_spin()
+
+
 def test_onnx_engine_refuses_a_head_the_model_lacks(onnx_engine, tiny_loaded, articles):
     batch = _batches(tiny_loaded, articles[:8])[0]
     with pytest.raises(KeyError, match="no"):
