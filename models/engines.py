@@ -198,7 +198,8 @@ def export_onnx(model: torch.nn.Module, out_dir: Path, *, max_length: int, token
 
         texts, calibration = calibration_texts()
         say(f"smoothing feed-forward inputs for int8 (SmoothQuant; calibration: {calibration})")
-        smoothed = smooth_encoder(model.encoder, text_calibration(tokenizer, texts, max_length=max_length))
+        smoothed = smooth_encoder(model.encoder, text_calibration(
+            tokenizer, texts, max_length=max_length, stride=model.schema.stride))
     wrapper = _AllHeads(model, tasks).eval()
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -82,17 +82,17 @@ def calibration_texts() -> tuple[list[str], str]:
     return list(CALIBRATION_TEXTS), f"built-in sentences ({len(CALIBRATION_TEXTS)})"
 
 
-def text_calibration(tokenizer, texts: Sequence[str] | None = None, *, max_length: int = 128,
-                     stride: int = 32, max_windows: int = 96,
-                     batch_size: int = 16) -> list[dict[str, torch.Tensor]]:
+def text_calibration(tokenizer, texts: Sequence[str] | None = None, *, max_length: int, stride: int,
+                     max_windows: int = 96, batch_size: int = 16) -> list[dict[str, torch.Tensor]]:
     """Padded encoder batches of the first ``max_windows`` windows of ``texts`` (default:
-    :func:`calibration_texts`), normalized and windowed as the predictor does it."""
+    :func:`calibration_texts`), normalized and windowed as the predictor does it (pass the
+    model schema's ``max_length`` and ``stride``)."""
     from khabar.models.normalize import normalize
     from khabar.models.windows import collate, make_windows
 
     texts = calibration_texts()[0] if texts is None else list(texts)
     windows = make_windows(tokenizer, [normalize(t).text for t in texts], max_length=max_length,
-                           stride=min(stride, max_length // 2))[:max_windows]
+                           stride=stride)[:max_windows]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return [collate(windows[i:i + batch_size], pad) for i in range(0, len(windows), batch_size)]
 

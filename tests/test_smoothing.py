@@ -27,7 +27,8 @@ def test_calibration_reads_the_sample_articles_else_the_built_in_sentences(tiny_
 
     texts, source = smoothing.calibration_texts()
     assert source == "data/sample/topic.jsonl (64 articles)" and len(texts) == 64
-    batches = text_calibration(tiny_loaded.tokenizer, max_length=32, batch_size=10)
+    batches = text_calibration(tiny_loaded.tokenizer, max_length=32, stride=tiny_loaded.schema.stride,
+                               batch_size=10)
     assert len(batches) == 10  # the first 96 windows
     for b in batches:
         assert set(b) == {"input_ids", "attention_mask", "token_type_ids"}
@@ -45,7 +46,7 @@ def test_smoothing_keeps_the_encoder_output_and_evens_out_the_inputs(tiny_loaded
         for name, mod in encoder.named_modules():
             if name.endswith("attention.output.LayerNorm"):
                 mod.weight[0] *= 40.0
-    batches = text_calibration(tiny_loaded.tokenizer, max_length=32)
+    batches = text_calibration(tiny_loaded.tokenizer, max_length=32, stride=tiny_loaded.schema.stride)
     with torch.inference_mode():
         before = [encoder(**b).last_hidden_state for b in batches]
     ffn_up = [n for n in smoothed_targets(encoder) if n.endswith("intermediate.dense")]
