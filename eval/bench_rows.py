@@ -258,9 +258,8 @@ def row_predictor(spec: dict) -> dict:
     threads = _threads(spec)
     loaded = load_model(spec["tag"])
     engine = EngineClock(make_engine(spec["engine"], loaded, threads=threads, streams=spec.get("streams")))
-    predictor = Predictor(loaded.model, loaded.tokenizer, loaded.schema,
-                          batch_size=int(spec.get("batch_size", 16)), model_info=loaded.info,
-                          engine=engine, threads=threads)
+    predictor = Predictor.from_loaded(loaded, batch_size=int(spec.get("batch_size", 16)), engine=engine,
+                                      threads=threads)
     if resolve_engine_name(spec["engine"]) == "onnx-int8":
         loaded.model = None  # ONNX Runtime holds its own weights; the fp32 copy can go
     articles = read_articles(Path(spec["articles"]))
@@ -305,9 +304,8 @@ def row_dev(spec: dict) -> dict:
     loaded = load_model(spec["tag"])
     int8 = resolve_engine_name(spec.get("engine", "int8"))
     predictors = {
-        "fp32": Predictor(loaded.model, loaded.tokenizer, loaded.schema, threads=threads),
-        int8: Predictor(None, loaded.tokenizer, loaded.schema, threads=threads,
-                        engine=make_engine(int8, loaded, threads=threads)),
+        "fp32": Predictor.from_loaded(loaded, threads=threads),
+        int8: Predictor.from_loaded(loaded, threads=threads, engine=make_engine(int8, loaded, threads=threads)),
     }
     sets = []
     for task, name, path in spec["sets"]:

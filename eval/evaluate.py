@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from khabar.eval.datasets import EvalSet
-from khabar.eval.metrics import (classification_metrics, confusion_matrix, macro_labels, ner_metrics,
+from khabar.eval.metrics import (classification_metrics, confusion_matrix, macro_labels, ner_metrics, official_metric,
                                  reliability)
 from khabar.eval.stats import Statistic, bootstrap_ci, classification_statistic, ner_statistic
 
@@ -69,6 +69,9 @@ def finish(eset: EvalSet, result: SetResult, model_labels: list[str], n_boot: in
         m = classification_metrics(result.gold, result.pred, labels)
         m["labels"] = labels
         m["confusion"] = {"labels": labels, "matrix": confusion_matrix(result.gold, result.pred, labels)}
+        official = official_metric(eset.name, result.gold, result.pred)
+        if official is not None:
+            m["official"] = official
         conf = result.confidence
         if conf is not None:
             m["calibration"] = reliability(conf, [g == p for g, p in zip(result.gold, result.pred)])
@@ -87,21 +90,41 @@ def evaluate_model(loaded, sets: list[EvalSet], *, batch_size: int = 32, n_boot:
     from khabar.eval.scoring import predict_examples
     from khabar.models.predictor import Predictor
 
-    predictor = Predictor(loaded.model, loaded.tokenizer, loaded.schema, batch_size=batch_size,
-                          model_info=loaded.info)
+    predictor = Predictor.from_loaded(loaded, batch_size=batch_size, keep_parts=bool(loaded.hybrid))
     run = SystemRun(loaded.tag, info={"tag": loaded.tag})
     for eset in sets:
+        parts: list = []
         with tqdm(total=len(eset.examples), desc=f"{loaded.tag} {eset.key}", unit="ex",
                   disable=not progress, leave=False) as bar:
             t0 = time.perf_counter()
             gold, pred, probs = predict_examples(predictor, eset.task, eset.examples,
-                                                 batch=max(batch_size, 16), progress=bar.update)
+                                                 batch=max(batch_size, 16), progress=bar.update, parts=parts)
             seconds = time.perf_counter() - t0
         result = finish(eset, SetResult(gold, pred, probs, seconds), loaded.schema.tasks[eset.task], n_boot)
+        if any(parts):
+            result.metrics["variants"] = variant_metrics(eset, gold, pred, parts, loaded.schema.tasks[eset.task])
         run.results[eset.key] = result
         log(f"{loaded.tag} {eset.key}: {_headline(eset.task, result.metrics)} "
             f"({len(gold)} in {seconds:.1f} s)")
     return run
+
+
+VARIANTS = ("encoder", "linear", "blend", "blend+offsets")
+
+
+def variant_metrics(eset: EvalSet, gold: list, pred: list, parts: list[dict], model_labels: list[str]) -> dict:
+    """Macro-F1 (and the dataset's official metric) of each part of a hybrid head on one set:
+    encoder alone, linear part alone, blend without offsets, and the served blend with offsets."""
+    labels = macro_labels(gold, model_labels)
+    out = {}
+    for name in VARIANTS:
+        guess = pred if name == "blend+offsets" else [max(p[name], key=p[name].get) for p in parts]
+        entry = {"macro_f1": classification_metrics(gold, guess, labels)["macro_f1"]}
+        official = official_metric(eset.name, gold, guess)
+        if official is not None:
+            entry["official"] = official["value"]
+        out[name] = entry
+    return out
 
 
 def _headline(task: str, m: dict) -> str:

@@ -32,6 +32,30 @@ def classification_metrics(gold: Sequence[str], pred: Sequence[str],
     }
 
 
+# How each dataset's paper scores it, in khabar's unified stance labels: Mawqif averages the F1 of
+# favor and against (its "none" left out); ANS and Baly use macro-F1 over all of their own labels.
+OFFICIAL = {
+    "mawqif": ("mean F1 of favor and against", ("favor", "against")),
+    "ans": ("macro-F1 over agree, disagree, other", ("favor", "against", "neutral")),
+    "baly2018": ("macro-F1 over agree, disagree, discuss, unrelated", ("favor", "against", "neutral", "unrelated")),
+}
+
+
+def official_metric(dataset: str, gold: Sequence[str], pred: Sequence[str]) -> dict | None:
+    """``{"metric", "value"}``: the dataset's published metric, or None for other datasets.
+
+    Unlike the unified macro-F1 (labels present in the file's gold), this always averages over
+    the labels the paper names, so a figure can be held against the paper's.
+    """
+    if dataset not in OFFICIAL:
+        return None
+    from sklearn.metrics import f1_score
+
+    name, labels = OFFICIAL[dataset]
+    value = f1_score(list(gold), list(pred), labels=list(labels), average="macro", zero_division=0)
+    return {"metric": name, "value": float(value)}
+
+
 def entities_to_bio(token_spans: Sequence[tuple[int, int]], entities: Sequence[dict]) -> list[str]:
     """Tag tokens B-/I-/O from predicted character-span entities (``start``, ``end``, ``label``).
 

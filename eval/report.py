@@ -18,7 +18,7 @@ from khabar.eval.scoring import PRIMARY
 
 N_ERRORS = 8
 _KEEP = ("n", "accuracy", "macro_f1", "per_label", "n_sentences", "micro_f1", "per_type", "ci95",
-         "labels", "confusion", "calibration", "unknown_labels")
+         "labels", "confusion", "calibration", "unknown_labels", "official", "variants")
 
 
 def _by_task(ev: Evaluation, run) -> dict:
@@ -150,7 +150,44 @@ def _headline(ev: Evaluation) -> list[Block]:
     for what, cmp in (("the baseline", ev.vs_baseline), (f"{ev.other.name if ev.other else ''}", ev.vs_other)):
         if cmp and cmp["sets"]:
             blocks.append(Block("p", _summary(what, cmp)))
-    return blocks
+    return blocks + _official(ev) + _variants(ev)
+
+
+def _official(ev: Evaluation) -> list[Block]:
+    """Each dataset's published metric beside the unified one, for the model and the baseline."""
+    rows = []
+    for eset in ev.sets:
+        m = ev.model.results[eset.key].metrics
+        if "official" not in m:
+            continue
+        base = ev.baseline.results.get(eset.key) if ev.baseline is not None else None
+        rows.append([eset.key, m["official"]["metric"], _fmt(m["official"]["value"]),
+                     _fmt(base.metrics.get("official", {}).get("value")) if base else "–"])
+    if not rows:
+        return []
+    return [Block("h2", "Official metrics"),
+            Block("p", "How each dataset's paper scores it (Mawqif leaves its none class out), next to the "
+                  "unified macro-F1 above."),
+            Block("table", ["file", "official metric", "model", "baseline"], rows)]
+
+
+def _variants(ev: Evaluation) -> list[Block]:
+    """Hybrid heads taken apart: encoder alone, linear part alone, blend, blend with offsets."""
+    from khabar.eval.evaluate import VARIANTS
+
+    rows = []
+    for eset in ev.sets:
+        v = ev.model.results[eset.key].metrics.get("variants")
+        if not v:
+            continue
+        key = "official" if "official" in v["encoder"] else "macro_f1"
+        rows.append([eset.key, key.replace("_", "-")] + [_fmt(v[name].get(key)) for name in VARIANTS])
+    if not rows:
+        return []
+    return [Block("h2", "Hybrid heads, part by part"),
+            Block("p", "The same predictions with only one part, the blend without its decision offsets, and "
+                  "the served blend (offsets fitted on held-out training rows, never on these files)."),
+            Block("table", ["file", "metric", *VARIANTS], rows)]
 
 
 def _summary(what: str, cmp: dict) -> str:

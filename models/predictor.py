@@ -3,7 +3,7 @@
 Used by the service, batch jobs and evaluation alike, so labels are the same wherever they come
 from. Windows of all articles in a batch are sorted by length and padded per batch; topic and
 entities come from one encoder pass per window, stance from one pass per (target, window), over
-the first ``schema.stance_windows`` windows (what the model was trained to read).
+``schema.stance_windows`` windows per target picked as the model was trained to pick them.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import torch
 
 from khabar.models.normalize import Normalized, normalize
 from khabar.models.schema import API_TASKS, ModelSchema
-from khabar.models.windows import Window, collate, length_sorted_batches, make_windows, word_spans
+from khabar.models.windows import (Window, collate, evidence_ranked, length_sorted_batches, make_windows,
+                                   word_spans)
 
 ALL_API_TASKS = tuple(API_TASKS)
 
@@ -55,6 +56,56 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def evidence_weights(probs: list[np.ndarray], labels: list[str]) -> list[float]:
+    """Pooling weights for stance windows: (1 - p(unrelated))^2 + 0.05 / n each.
+
+    An article's stance usually rests on one or two paragraphs; a mean over every window lets many
+    off-topic paragraphs drown them. Squaring the "about the target" mass makes a window that
+    clearly bears on the target outweigh the others, and the floor (0.05 shared by all n windows,
+    so a long article cannot outvote its evidence with it) still pools a text where no window bears
+    on the target to an even mean.
+    """
+    if "unrelated" not in labels:
+        return [1.0] * len(probs)
+    u = labels.index("unrelated")
+    floor = 0.05 / max(len(probs), 1)
+    return [float((1.0 - p[u]) ** 2 + floor) for p in probs]
+
+
+def pool(probs: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    """Weighted mean of window probabilities."""
+    return np.average(np.stack(probs), axis=0, weights=np.asarray(weights, dtype=float))
+
+
+def bio_viterbi(word_probs: np.ndarray, labels: list[str]) -> list[int]:
+    """The most probable tag sequence (label indices) under BIO constraints.
+
+    ``I-X`` may only follow ``B-X`` or ``I-X`` (and cannot start a sentence); every other move is
+    free. Word-level argmax would emit an ``I-`` with no ``B-`` or flip types inside a name; here
+    such a word gets the best tag that keeps the sequence well formed.
+    """
+    n, k = word_probs.shape
+    if n == 0:
+        return []
+    logp = np.log(np.clip(word_probs, 1e-12, 1.0))
+    inside = [lab.startswith("I-") for lab in labels]
+    allowed = np.ones((k, k), dtype=bool)  # allowed[prev, cur]
+    for c, lab in enumerate(labels):
+        if inside[c]:
+            allowed[:, c] = [labels[p] in ("B-" + lab[2:], lab) for p in range(k)]
+    trans = np.where(allowed, 0.0, -np.inf)
+    score = logp[0] + np.where(inside, -np.inf, 0.0)
+    back = np.zeros((n, k), dtype=np.int64)
+    for w in range(1, n):
+        cand = score[:, None] + trans
+        back[w] = cand.argmax(0)
+        score = cand.max(0) + logp[w]
+    path = [int(score.argmax())]
+    for w in range(n - 1, 0, -1):
+        path.append(int(back[w, path[-1]]))
+    return path[::-1]
+
+
 class TorchEngine:
     """Runs the PyTorch model on padded batches; returns numpy logits per task."""
 
@@ -72,16 +123,30 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, tokenizer, schema: ModelSchema, *,
                  batch_size: int = 16, model_info: dict | None = None,
-                 engine: Callable | None = None, threads: int | None = None) -> None:
+                 engine: Callable | None = None, threads: int | None = None,
+                 hybrid: dict | None = None, offsets: bool = True, keep_parts: bool = False) -> None:
+        """``hybrid`` (task -> models.hybrid.HybridHead) blends a linear part into topic and stance;
+        ``offsets`` applies its decision offsets; ``keep_parts`` adds each part's scores to the
+        topic and stance results under ``parts`` (evaluation compares them)."""
         self.tokenizer = tokenizer
         self.schema = schema
         self.batch_size = batch_size
         self.model_info = model_info or {"name": "khabar", "version": "unknown"}
+        self.hybrid = hybrid or {}
+        self.offsets = offsets
+        self.keep_parts = keep_parts
         self.engine = engine or TorchEngine(model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         if threads is None:
             threads = int(os.environ.get("KHABAR_THREADS", "0")) or os.cpu_count() or 1
         torch.set_num_threads(threads)
+
+    @classmethod
+    def from_loaded(cls, loaded, *, engine: Callable | None = None, **kwargs) -> "Predictor":
+        """The predictor of a stored model (models.store.LoadedModel): its weights, schema, name and
+        hybrid heads; ``engine`` replaces the PyTorch forward (ONNX)."""
+        return cls(loaded.model, loaded.tokenizer, loaded.schema, model_info=loaded.info,
+                   hybrid=getattr(loaded, "hybrid", None), engine=engine, **kwargs)
 
     @property
     def api_tasks(self) -> list[str]:
@@ -149,15 +214,21 @@ class Predictor:
         by_item: dict[int, list[int]] = {}
         for w, win in enumerate(windows):
             by_item.setdefault(win.item, []).append(w)
+        topic_rows, topic_probs = [], []
         for k, i in enumerate(wanted):
             ws = by_item.get(k, [])
             p = prepared[i]
             if "topic" in p.tasks and ws:
-                results[i]["topic"] = self._pooled(
-                    "topic", [softmax(logits[w]["topic"]) for w in ws], [len(windows[w]) for w in ws])
+                topic_rows.append(i)
+                topic_probs.append(pool([softmax(logits[w]["topic"]) for w in ws],
+                                        [len(windows[w]) for w in ws]))
             if "entities" in p.tasks:
                 results[i]["entities"] = self._entities(p.norm, [windows[w] for w in ws],
                                                         [logits[w]["ner"] for w in ws])
+        if topic_rows:
+            texts = [prepared[i].norm.original for i in topic_rows]
+            for i, out in zip(topic_rows, self._decide("topic", np.stack(topic_probs), texts)):
+                results[i]["topic"] = out
 
     def _run_stance(self, prepared: list[_Prepared], results: list[dict]) -> None:
         pairs, owners = [], []
@@ -171,34 +242,72 @@ class Predictor:
             return
         windows = make_windows(self.tokenizer, texts, max_length=self.schema.max_length,
                                stride=self.schema.stride, targets=pairs)
-        if self.schema.stance_windows is not None:
-            # Windows of one pair come out in reading order: keep the first N (see ModelSchema).
-            seen: dict[int, int] = {}
-            kept = []
-            for win in windows:
-                seen[win.target] = seen.get(win.target, 0) + 1
-                if seen[win.target] <= self.schema.stance_windows:
-                    kept.append(win)
-            windows = kept
+        windows = self._stance_windows(windows)
         logits = self._forward_windows(windows, ("stance",))
         by_pair: dict[int, list[int]] = {}
         for w, win in enumerate(windows):
             by_pair.setdefault(win.target, []).append(w)
+        rows, probs_per_pair = [], []
         for pair, (i, t) in enumerate(owners):
             ws = by_pair.get(pair, [])
             if not ws:
                 continue
-            pooled = self._pooled("stance", [softmax(logits[w]["stance"]) for w in ws],
-                                  [len(windows[w]) for w in ws])
-            results[i]["stance"].append({"target": prepared[i].targets[t], **pooled})
+            probs = [softmax(logits[w]["stance"]) for w in ws]
+            weights = [len(windows[w]) for w in ws]
+            if self.schema.stance_pool == "evidence":
+                weights = evidence_weights(probs, self.schema.tasks["stance"])
+            rows.append((i, t))
+            probs_per_pair.append(pool(probs, weights))
+        if not rows:
+            return
+        texts = [prepared[i].norm.original for i, _ in rows]
+        targets = [prepared[i].targets[t] for i, t in rows]
+        for (i, t), out in zip(rows, self._decide("stance", np.stack(probs_per_pair), texts, targets)):
+            results[i]["stance"].append({"target": prepared[i].targets[t], **out})
 
-    def _pooled(self, task: str, probs: list[np.ndarray], weights: list[int]) -> dict:
-        """Average window probabilities, weighted by window length."""
-        avg = np.average(np.stack(probs), axis=0, weights=np.asarray(weights, dtype=float))
+    def _stance_windows(self, windows: list[Window]) -> list[Window]:
+        """The windows stance reads per (article, target): ``schema.stance_windows`` of them (None:
+        all), chosen in reading order or by evidence (see ModelSchema), as the model was trained."""
+        cap = self.schema.stance_windows
+        if cap is None:
+            return windows
+        if self.schema.stance_select == "evidence":
+            ranked = evidence_ranked(windows)
+            keep = sorted(i for idx in ranked.values() for i in idx[:cap])
+            return [windows[i] for i in keep]
+        seen: dict[int, int] = {}
+        kept = []
+        for win in windows:  # windows of one pair come out in reading order
+            seen[win.target] = seen.get(win.target, 0) + 1
+            if seen[win.target] <= cap:
+                kept.append(win)
+        return kept
+
+    def _decide(self, task: str, p_encoder: np.ndarray, texts: list[str],
+                targets: list[str] | None = None) -> list[dict]:
+        """Label and scores per row from the encoder's pooled probabilities, blended with the
+        task's hybrid head when the model has one."""
         labels = self.schema.tasks[task]
-        best = int(avg.argmax())
-        return {"label": labels[best], "score": float(avg[best]),
-                "scores": {lab: float(avg[j]) for j, lab in enumerate(labels)}}
+        head = self.hybrid.get(task)
+        parts: dict[str, np.ndarray] = {"encoder": p_encoder}
+        final = p_encoder
+        if head is not None:
+            from khabar.models.hybrid import fields_for
+
+            parts["linear"] = head.linear.proba(fields_for(task, texts, targets))
+            parts["blend"] = head.stacker.proba(p_encoder, parts["linear"], offsets=False)
+            final = head.stacker.proba(p_encoder, parts["linear"], offsets=self.offsets) \
+                if self.offsets else parts["blend"]
+        out = []
+        for r in range(len(final)):
+            best = int(final[r].argmax())
+            res = {"label": labels[best], "score": float(final[r][best]),
+                   "scores": {lab: float(final[r][j]) for j, lab in enumerate(labels)}}
+            if self.keep_parts:
+                res["parts"] = {name: {lab: float(v[r][j]) for j, lab in enumerate(labels)}
+                                for name, v in parts.items()}
+            out.append(res)
+        return out
 
     def _entities(self, norm: Normalized, windows: list[Window], logits: list[np.ndarray]) -> list[dict]:
         """Merge word probabilities over windows, decode BIO, map spans to the original text."""
@@ -212,13 +321,14 @@ class Predictor:
                 if word >= 0:
                     acc[word] += probs[tok]
                     counts[word] += 1
+        word_probs = np.zeros((len(spans), len(labels)))
+        covered = counts > 0
+        word_probs[covered] = acc[covered] / counts[covered][:, None]
+        word_probs[~covered, labels.index("O")] = 1.0  # a word no window reached (cannot happen) is O
+        tags = bio_viterbi(word_probs, labels)
         entities, current = [], None
-        for w in range(len(spans)):
-            if counts[w] == 0:
-                tag, score = "O", 1.0
-            else:
-                avg = acc[w] / counts[w]
-                tag, score = labels[int(avg.argmax())], float(avg.max())
+        for w, t in enumerate(tags):
+            tag, score = labels[t], float(word_probs[w, t])
             kind = tag[2:] if tag != "O" else None
             if current is not None and (kind is None or tag.startswith("B-") or kind != current["label"]):
                 entities.append(current)

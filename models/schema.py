@@ -26,6 +26,11 @@ class ModelSchema:
     pooling: str = "mean"
     backbone: dict = field(default_factory=dict)
     stance_windows: int | None = None
+    # Which windows stance reads ("first": reading order; "evidence": the windows whose text shares
+    # the target's rarer words, models/windows.evidence_ranked) and how their scores are pooled
+    # ("mean": length-weighted; "evidence": windows that take a side outweigh the ones that do not).
+    stance_select: str = "first"
+    stance_pool: str = "mean"
 
     def __post_init__(self) -> None:
         unknown = set(self.tasks) - set(TASKS)
@@ -37,6 +42,10 @@ class ModelSchema:
             raise ValueError(f"stride {self.stride} must be under half of max_length {self.max_length}")
         if self.stance_windows is not None and self.stance_windows < 1:
             raise ValueError(f"stance_windows must be at least 1 (or null for all), got {self.stance_windows}")
+        if self.stance_select not in ("first", "evidence"):
+            raise ValueError(f"stance_select must be 'first' or 'evidence', got {self.stance_select!r}")
+        if self.stance_pool not in ("mean", "evidence"):
+            raise ValueError(f"stance_pool must be 'mean' or 'evidence', got {self.stance_pool!r}")
 
     def entity_types(self) -> list[str]:
         """NER entity types (PERS, LOC, ...) in label order."""

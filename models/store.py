@@ -8,10 +8,11 @@ metrics, backbone identity, code version). Everything else in khabar loads model
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
+from khabar.models.hybrid import HybridError, load_hybrid, save_hybrid
 from khabar.models.multitask import KhabarModel
 from khabar.models.schema import ModelSchema
 
@@ -33,6 +34,7 @@ class LoadedModel:
     schema: ModelSchema
     training: dict
     path: Path
+    hybrid: dict = field(default_factory=dict)
 
     @property
     def info(self) -> dict:
@@ -42,10 +44,11 @@ class LoadedModel:
 
 
 def save_model(model: KhabarModel, tokenizer, *, training: dict, labels: dict | None = None,
-               name: str = MODEL_NAME, extra_files: list[Path] = ()) -> str:
+               name: str = MODEL_NAME, extra_files: list[Path] = (), hybrid: dict | None = None) -> str:
     """Write a model into the store; returns its tag (``khabar:<version>``).
 
-    ``extra_files`` (training log, curves) are copied beside the weights when they exist.
+    ``extra_files`` (training log, curves) are copied beside the weights when they exist;
+    ``hybrid`` (task -> HybridHead) is written under ``hybrid/`` (models/hybrid.py).
     """
     import shutil
 
@@ -69,6 +72,8 @@ def save_model(model: KhabarModel, tokenizer, *, training: dict, labels: dict | 
         for extra in extra_files:
             if Path(extra).exists():
                 shutil.copy2(extra, path / Path(extra).name)
+        if hybrid:
+            save_hybrid(hybrid, path)
         tag = str(ref.tag)
     return tag
 
@@ -115,12 +120,15 @@ def load_model(tag: str = f"{MODEL_NAME}:latest") -> LoadedModel:
             raise ModelStoreError(f"model {full}: weights do not match its schema "
                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
+        hybrid = load_hybrid(path)
+    except HybridError as err:
+        raise ModelStoreError(f"model {full}: its hybrid heads cannot be used: {err}") from err
     except ModelStoreError:
         raise
     except Exception as err:
         raise ModelStoreError(f"model {full} is damaged or incomplete: {err}") from err
     return LoadedModel(tag=full, model=model.eval(), tokenizer=tokenizer, schema=schema,
-                       training=training, path=path)
+                       training=training, path=path, hybrid=hybrid)
 
 
 def _pooler_kwargs(config) -> dict:

@@ -8,13 +8,15 @@ the normalized text) on the word's first sub-token.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from khabar.models.normalize import word_spans
 
-__all__ = ["Window", "make_windows", "clip_targets", "collate", "length_sorted_batches", "word_spans"]
+__all__ = ["Window", "make_windows", "clip_targets", "collate", "evidence_ranked", "length_sorted_batches",
+           "word_spans"]
 
 
 @dataclass
@@ -26,6 +28,9 @@ class Window:
     token_type_ids: list[int] | None
     word_ids: list[int]
     target: int = -1
+    # Token ranges [start, end) of the target and of the text inside input_ids (pairs only).
+    target_range: tuple[int, int] = (0, 0)
+    text_range: tuple[int, int] = (0, 0)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -75,8 +80,49 @@ def make_windows(tokenizer, texts: list[str], *, max_length: int, stride: int,
             item=item, input_ids=enc["input_ids"][w],
             token_type_ids=enc["token_type_ids"][w] if "token_type_ids" in enc else None,
             word_ids=word_ids, target=sample if targets is not None else -1,
+            target_range=_seq_range(seq_ids, 0) if targets is not None else (0, 0),
+            text_range=_seq_range(seq_ids, text_seq),
         ))
     return windows
+
+
+def _seq_range(seq_ids: list, which: int) -> tuple[int, int]:
+    positions = [i for i, s in enumerate(seq_ids) if s == which]
+    return (positions[0], positions[-1] + 1) if positions else (0, 0)
+
+
+def evidence_ranked(windows: list[Window]) -> dict[int, list[int]]:
+    """For each stance pair, the indices of its windows, the likeliest evidence first.
+
+    A window's score is the sum over the target's distinct sub-tokens found in its text of
+    log(1 + n / df), where n is the pair's window count and df the number of its windows holding
+    that sub-token: words of the target that occur everywhere in the article (particles, the
+    article's subject) count little, rarer ones that place the claim count most. Ties keep reading
+    order, so a one-window text and a text that never names the target fall back to the first
+    windows. The ranking depends on content only, so moving a paragraph moves its window's rank
+    with it.
+    """
+    groups: dict[int, list[int]] = {}
+    for i, w in enumerate(windows):
+        groups.setdefault(w.target, []).append(i)
+    ranked = {}
+    for pair, idx in groups.items():
+        if len(idx) == 1:
+            ranked[pair] = idx
+            continue
+        first = windows[idx[0]]
+        target = set(first.input_ids[first.target_range[0]: first.target_range[1]])
+        found = [target & set(windows[i].input_ids[windows[i].text_range[0]: windows[i].text_range[1]])
+                 for i in idx]
+        df: dict[int, int] = {}
+        for toks in found:
+            for t in toks:
+                df[t] = df.get(t, 0) + 1
+        n = len(idx)
+        scores = [sum(math.log1p(n / df[t]) for t in toks) for toks in found]
+        order = sorted(range(n), key=lambda k: (-scores[k], k))
+        ranked[pair] = [idx[k] for k in order]
+    return ranked
 
 
 def clip_targets(tokenizer, targets: list[str], max_tokens: int) -> list[str]:

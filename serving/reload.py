@@ -74,8 +74,7 @@ class ModelHolder:
 
         loaded = load_model(tag)
         # KHABAR_ENGINE: fp32 (default) or int8; an int8 engine is exported once per model and cached.
-        predictor = Predictor(loaded.model, loaded.tokenizer, loaded.schema, batch_size=self.batch_size,
-                              model_info=loaded.info, engine=make_engine(None, loaded))
+        predictor = Predictor.from_loaded(loaded, batch_size=self.batch_size, engine=make_engine(None, loaded))
         predictor.label([LabelRequest(_TRIAL.text, _TRIAL.targets, predictor.api_tasks)])
         return Live(loaded, predictor, time.time())
 

@@ -143,3 +143,6 @@ class InfoResponse(BaseModel):
     auth_required: bool
     reload: dict | None = Field(None, description="live model, what it follows, last reload and last reload error")
     engine: str | None = Field(None, description="numeric engine running the model: fp32, onnx-int8 or torch-int8 (KHABAR_ENGINE)")
+    hybrid: dict = Field(default_factory=dict, description="per task (topic, stance): the parts blended with "
+                         "the encoder, the stacker's weight on each, the decision offsets; empty when the "
+                         "model has no hybrid heads")

@@ -19,6 +19,7 @@ from bentoml.exceptions import ServiceUnavailable
 from starlette.responses import JSONResponse
 
 from khabar.models.engines import resolve_engine_name
+from khabar.models.hybrid import hybrid_info
 from khabar.models.predictor import LabelRequest as PredictorRequest
 from khabar.serving.middleware import INTERNAL, INTERNAL_PATH, Guard
 from khabar.serving.reload import ModelHolder
@@ -74,7 +75,11 @@ class Khabar:
         tasks = {api: (schema.entity_types() if api == "entities" else schema.tasks[api])
                  for api in live.predictor.api_tasks}
         return {"model": {"tag": live.loaded.tag, **live.loaded.info}, "backbone": schema.backbone,
-                "tasks": tasks, "windowing": {"max_length": schema.max_length, "stride": schema.stride},
+                "tasks": tasks, "windowing": {"max_length": schema.max_length, "stride": schema.stride,
+                                              "stance_windows": schema.stance_windows,
+                                              "stance_select": schema.stance_select,
+                                              "stance_pool": schema.stance_pool},
+                "hybrid": hybrid_info(live.loaded.hybrid),
                 "dev_metrics": training.get("dev_metrics", {}), "limits": S.limits(),
                 "auth_required": S.api_token is not None, "reload": self.holder.status(),
                 "engine": resolve_engine_name(None)}

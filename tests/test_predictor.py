@@ -90,7 +90,7 @@ class CountingEngine:
 def test_stance_reads_only_the_first_windows_the_model_was_trained_on(tiny_loaded):
     from dataclasses import replace
 
-    schema = replace(tiny_loaded.schema, stance_windows=1)
+    schema = replace(tiny_loaded.schema, stance_windows=1, stance_select="first")
     engine = CountingEngine(tiny_loaded.model)
     capped = Predictor(None, tiny_loaded.tokenizer, schema, batch_size=4, engine=engine)
     long_text = " ".join([ARTICLE] * 12)
@@ -125,3 +125,69 @@ def test_models_stored_without_a_stance_cap_get_their_training_window_count(tiny
     tag = save_model(old, tiny_loaded.tokenizer, training=tiny_loaded.training, name="khabar-old-schema")
     assert json.loads((model_path(tag)[1] / "schema.json").read_text())["stance_windows"] is None
     assert load_model(tag).schema.stance_windows == trained
+
+
+def test_bio_decoding_never_emits_inside_without_its_begin():
+    import numpy as np
+
+    from khabar.models.predictor import bio_viterbi
+
+    labels = ["O", "B-PERS", "I-PERS", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        n = int(rng.integers(1, 12))
+        probs = rng.dirichlet(np.full(len(labels), 0.3), size=n)
+        tags = [labels[i] for i in bio_viterbi(probs, labels)]
+        for k, tag in enumerate(tags):
+            if tag.startswith("I-"):
+                assert k > 0 and tags[k - 1] in ("B-" + tag[2:], tag), tags
+    # argmax would say I-LOC after B-PERS; the best well-formed reading is kept
+    probs = np.array([[0.1, 0.8, 0.02, 0.02, 0.02, 0.02, 0.02], [0.05, 0.05, 0.4, 0.0, 0.45, 0.0, 0.05]])
+    assert [labels[i] for i in bio_viterbi(probs, labels)] == ["B-PERS", "I-PERS"]
+
+
+class EvidenceEngine:
+    """Stance logits from a rule over the window's tokens: 'against' where the window holds the
+    statement, 'unrelated' elsewhere; a stand-in for a model that reads the statement correctly,
+    so that only window choice and pooling are under test."""
+
+    def __init__(self, marker_ids: set[int], labels: list[str]) -> None:
+        self.marker_ids, self.labels = marker_ids, labels
+
+    def __call__(self, batch, tasks):
+        import numpy as np
+
+        rows = []
+        for ids, mask in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist()):
+            hit = self.marker_ids <= {i for i, m in zip(ids, mask) if m}
+            logits = np.full(len(self.labels), -2.0)
+            logits[self.labels.index("against" if hit else "unrelated")] = 2.0
+            rows.append(logits)
+        return {"stance": np.stack(rows)}
+
+
+@pytest.mark.parametrize("select,pool,expect_last", [
+    ("evidence", "evidence", "against"),   # what new models do: the top window by evidence
+    (None, "evidence", "against"),         # every window, pooled by evidence
+    ("first", "evidence", "unrelated"),    # control: the first window only misses a late statement
+    (None, "mean", "unrelated"),           # control: a plain mean lets unrelated paragraphs win
+])
+def test_stance_follows_the_statement_wherever_it_is(tiny_loaded, select, pool, expect_last):
+    """Moving the stance-bearing sentence from the first paragraph to the last keeps the label
+    when stance reads the evidence windows and pools by evidence; the controls show the old ways
+    lose it."""
+    from dataclasses import replace
+
+    statement = "وأعلنت الفصائل المسلحة أنها ترفض نتائج الحوار الاستراتيجي رفضا قاطعا. "
+    filler = "وقال مسؤول إن الزيارة تستمر يومين وتشمل لقاءات مع رئيس الحكومة في قصر السلام. " * 6
+    target = "الفصائل المسلحة ترفض نتائج الحوار"
+    tok = tiny_loaded.tokenizer
+    marker = set(tok("رفضا قاطعا", add_special_tokens=False)["input_ids"])  # in the statement, not the target
+    schema = replace(tiny_loaded.schema, stance_windows=1 if select else None,
+                     stance_select=select or "first", stance_pool=pool)
+    p = Predictor(None, tok, schema, engine=EvidenceEngine(marker, schema.tasks["stance"]))
+    first = p.label_one(statement + filler * 3, [target], tasks=["stance"])["stance"][0]
+    last = p.label_one(filler * 3 + statement, [target], tasks=["stance"])["stance"][0]
+    assert last["label"] == expect_last
+    if pool == "evidence":
+        assert first["label"] == "against"

@@ -64,3 +64,29 @@ def test_length_sorted_batches_group_similar_lengths(tok):
     assert sorted(i for b in batches for i in b) == list(range(len(windows)))
     lens = [[len(windows[i]) for i in b] for b in batches]
     assert max(lens[0]) <= min(lens[-1])
+
+
+FILLER = ("وقال مسؤول إن الزيارة تستمر يومين وتشمل لقاءات مع رئيس الحكومة في قصر السلام ") * 4
+EVIDENCE = "وأعلنت الفصائل المسلحة أنها ترفض نتائج الحوار الاستراتيجي رفضا قاطعا "
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_evidence_ranking_finds_the_paragraph_that_names_the_target(tok, where):
+    from khabar.models.windows import evidence_ranked
+
+    text = EVIDENCE + FILLER * 3 if where == "first" else FILLER * 3 + EVIDENCE
+    windows = make_windows(tok, [text], max_length=48, stride=8,
+                           targets=[(0, "الفصائل المسلحة ترفض نتائج الحوار")])
+    assert len(windows) > 3
+    ranked = evidence_ranked(windows)[0]
+    assert sorted(ranked) == list(range(len(windows)))
+    best = windows[ranked[0]]
+    text_ids = best.input_ids[best.text_range[0]: best.text_range[1]]
+    assert set(tok("الفصائل", add_special_tokens=False)["input_ids"]) <= set(text_ids)
+
+
+def test_evidence_ranking_keeps_reading_order_on_ties(tok):
+    from khabar.models.windows import evidence_ranked
+
+    windows = make_windows(tok, [FILLER * 3], max_length=48, stride=8, targets=[(0, "كأس العالم")])
+    assert evidence_ranked(windows)[0] == list(range(len(windows)))

@@ -50,11 +50,21 @@ class Source:
 
 @dataclass
 class TaskData:
-    """Training and dev sources for one task."""
+    """Training and dev sources for one task, and how much of the step budget it gets.
+
+    ``max_windows`` caps the training windows per example for this task (None: the config's
+    ``max_windows_per_example``; 0: every window). ``repeat`` multiplies the task's batches per
+    epoch (NER's 3.5k sentences are cheap next to articles and need more passes than one epoch
+    of the mix gives). ``blend_holdout`` sets aside that fraction of the training rows (by hash of
+    id) from the encoder, so a hybrid head can fit its blend on rows the encoder never saw.
+    """
 
     train: list[Source]
     dev: list[Source] = field(default_factory=list)
     labels: list[str] | None = None
+    max_windows: int | None = None
+    repeat: float = 1.0
+    blend_holdout: float = 0.0
 
 
 @dataclass
@@ -97,12 +107,19 @@ class TrainConfig:
         for key, default in (("init_from", None), ("freeze_embeddings", False), ("class_weighting", "none")):
             if values[key] == default:
                 del values[key]
+        for task in values["tasks"].values():
+            for key, default in _TASK_DEFAULTS.items():
+                if task.get(key) == default:
+                    del task[key]
         blob = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict:
         """Plain dict (for artifacts and logs)."""
         return asdict(self)
+
+
+_TASK_DEFAULTS = {"max_windows": None, "repeat": 1.0, "blend_holdout": 0.0}
 
 
 def expand_vars(value: Any) -> Any:
@@ -167,6 +184,7 @@ def from_dict(raw: dict, where: str = "config") -> TrainConfig:
             train=[_source(s, f"{where}: tasks.{task}.train") for s in _as_list(spec["train"])],
             dev=[_source(s, f"{where}: tasks.{task}.dev") for s in _as_list(spec.get("dev", []))],
             labels=spec.get("labels"),
+            **_task_budget(spec, f"{where}: tasks.{task}"),
         )
     values = {k: _typed(k, v, where) for k, v in raw.items() if k != "tasks"}
     cfg = TrainConfig(tasks=tasks, **values)
@@ -205,6 +223,29 @@ def _typed(key: str, value: Any, where: str) -> Any:
             return want(number)
     raise ConfigError(f"{where}: {key} must be {want.__name__}{' or null' if optional else ''}, "
                       f"got {value!r}")
+
+
+def _task_budget(spec: dict, where: str) -> dict:
+    """The per-task step-budget keys of a task spec, checked (TaskData says what they mean)."""
+    unknown = set(spec) - {"train", "dev", "labels", *_TASK_DEFAULTS}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: "
+                          f"{sorted(['train', 'dev', 'labels', *_TASK_DEFAULTS])}")
+    out: dict = {}
+    if spec.get("max_windows") is not None:
+        value = spec["max_windows"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{where}.max_windows must be an int >= 0 (0: every window), got {value!r}")
+        out["max_windows"] = value
+    for key, low, high in (("repeat", 0.0, None), ("blend_holdout", 0.0, 0.5)):
+        if key in spec:
+            value = spec[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low \
+                    or (high is not None and value > high) or (key == "repeat" and value == 0):
+                bound = f"in [{low}, {high}]" if high is not None else f"above {low}"
+                raise ConfigError(f"{where}.{key} must be a number {bound}, got {value!r}")
+            out[key] = float(value)
+    return out
 
 
 def _as_list(value: Any) -> list:

@@ -5,12 +5,13 @@ import hashlib
 from dataclasses import dataclass, field
 
 from khabar.models.normalize import normalize
-from khabar.models.windows import Window, make_windows, word_spans
+from khabar.models.windows import Window, evidence_ranked, make_windows, word_spans
 from khabar.training.config import Source, TrainConfig
 from khabar.training.labels import DEFAULT_STANCE_MAP, NER_TYPES, STANCE_LABELS, bio_labels
 from khabar.training.readers import NerExample, StanceExample, TopicExample, read_any
 
 IGNORE = -100
+BLEND_SEED_OFFSET = 7919
 
 
 @dataclass
@@ -31,6 +32,8 @@ class TaskExamples:
     train: list
     dev: dict[str, list] = field(default_factory=dict)
     sources: dict[str, list[dict]] = field(default_factory=dict)
+    # Training rows kept from the encoder for fitting a hybrid head's blend (TaskData.blend_holdout).
+    blend: list = field(default_factory=list)
 
 
 def _hash_unit(text: str, seed: int) -> float:
@@ -82,6 +85,12 @@ def load_examples(cfg: TrainConfig, log=print) -> dict[str, TaskExamples]:
             te.dev[sd.name] = sd.examples
             te.sources["dev"].append({"name": sd.name, **sd.fingerprint})
             _log_counts(log, task, "dev", sd)
+        if spec.blend_holdout:
+            # A different hash seed from source holdouts, so the two splits are independent.
+            inside = [_hash_unit(e.id, cfg.seed + BLEND_SEED_OFFSET) < spec.blend_holdout for e in te.train]
+            te.blend = [e for e, held in zip(te.train, inside) if held]
+            te.train = [e for e, held in zip(te.train, inside) if not held]
+            log(f"{task}/train: {len(te.blend)} rows held out of the encoder for fitting the blend")
         if not te.train:
             raise ValueError(f"task {task}: the training sources hold no examples")
         out[task] = te
@@ -148,7 +157,13 @@ def ner_word_tags(ex: NerExample) -> tuple[str, list[str]]:
 def build_windows(task: str, examples: list, tokenizer, labels: list[str], cfg: TrainConfig,
                   log=print) -> list[tuple[Window, object]]:
     """Labelled windows for training: every window of an example carries its label (topic,
-    stance) or per-token labels (ner: first sub-token of each word, -100 elsewhere)."""
+    stance) or per-token labels (ner: first sub-token of each word, -100 elsewhere).
+
+    Each example keeps at most the task's window cap (``TaskData.max_windows``, else the config's
+    ``max_windows_per_example``; 0 keeps all): the first windows for topic and NER, and for stance
+    the windows likeliest to hold the evidence (:func:`evidence_ranked`), which is also how the
+    predictor picks the windows it reads.
+    """
     index = {lab: i for i, lab in enumerate(labels)}
     if task == "topic":
         texts = [normalize(topic_text(e)).text for e in examples]
@@ -160,6 +175,8 @@ def build_windows(task: str, examples: list, tokenizer, labels: list[str], cfg: 
         pairs = [(i, normalize(e.target).text) for i, e in enumerate(examples)]
         windows = make_windows(tokenizer, texts, max_length=cfg.max_length, stride=cfg.stride,
                                targets=pairs)
+        ranked = evidence_ranked(windows)
+        windows = [windows[i] for pair in sorted(ranked) for i in ranked[pair]]
         labelled = [(w, index[examples[w.item].label]) for w in windows]
     else:
         texts, word_tags = zip(*(ner_word_tags(e) for e in examples)) if examples else ((), ())
@@ -168,14 +185,21 @@ def build_windows(task: str, examples: list, tokenizer, labels: list[str], cfg: 
         for w in windows:
             tags = word_tags[w.item]
             labelled.append((w, [index[tags[k]] if k >= 0 else IGNORE for k in w.word_ids]))
+    cap = window_cap(cfg, task)
     capped, per_item = [], {}
     for w, lab in labelled:
         n = per_item.get(w.item, 0)
-        if n < cfg.max_windows_per_example:
+        if cap is None or n < cap:
             capped.append((w, lab))
         per_item[w.item] = n + 1
     dropped = len(labelled) - len(capped)
     log(f"{task}: {len(examples)} examples -> {len(labelled)} windows"
-        + (f" ({dropped} beyond max_windows_per_example={cfg.max_windows_per_example} left out)"
-           if dropped else ""))
+        + (f" ({dropped} beyond the cap of {cap} per example left out)" if dropped else ""))
     return capped
+
+
+def window_cap(cfg: TrainConfig, task: str) -> int | None:
+    """Training windows per example for ``task``: None means every window."""
+    spec = cfg.tasks.get(task)
+    cap = spec.max_windows if spec is not None and spec.max_windows is not None else cfg.max_windows_per_example
+    return cap or None

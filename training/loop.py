@@ -30,7 +30,7 @@ from khabar.models.store import save_model
 from khabar.models.windows import collate
 from khabar.training.checkpoint import load_checkpoint, save_checkpoint
 from khabar.training.config import TrainConfig
-from khabar.training.data import IGNORE, build_windows, load_examples, task_labels
+from khabar.training.data import IGNORE, build_windows, load_examples, task_labels, window_cap
 from khabar.training.plots import plot_curves
 from khabar.training.weighting import WEIGHTED_TASKS, class_weights
 
@@ -53,19 +53,26 @@ def epoch_plan(sizes: dict[str, list[int]], cfg: TrainConfig, epoch: int) -> lis
     Within a task: shuffle, then sort by length inside chunks of 50 batches (length-grouped
     batches pad little but stay random). Across tasks: each step picks a task with probability
     proportional to n_batches ** (1 / T): T=1 is proportional, larger T upsamples small tasks.
+    A task's ``repeat`` multiplies its batches per epoch (each extra pass freshly shuffled).
     """
     rng = random.Random(cfg.seed * 1000 + epoch)
     per_task = {}
     for task, lengths in sizes.items():
-        order = list(range(len(lengths)))
-        rng.shuffle(order)
-        chunk = cfg.batch_size * 50
-        batches = []
-        for c in range(0, len(order), chunk):
-            part = sorted(order[c: c + chunk], key=lambda i: lengths[i])
-            batches += [part[b: b + cfg.batch_size] for b in range(0, len(part), cfg.batch_size)]
-        rng.shuffle(batches)
-        per_task[task] = batches
+        spec = cfg.tasks.get(task)
+        n_batches = math.ceil(len(lengths) / cfg.batch_size)
+        quota = max(1, round(n_batches * (spec.repeat if spec is not None else 1.0)))
+        batches: list[list[int]] = []
+        while len(batches) < quota:  # a task repeated 2.5x gets three fresh shuffles, cut to quota
+            order = list(range(len(lengths)))
+            rng.shuffle(order)
+            chunk = cfg.batch_size * 50
+            one_pass = []
+            for c in range(0, len(order), chunk):
+                part = sorted(order[c: c + chunk], key=lambda i: lengths[i])
+                one_pass += [part[b: b + cfg.batch_size] for b in range(0, len(part), cfg.batch_size)]
+            rng.shuffle(one_pass)
+            batches += one_pass
+        per_task[task] = batches[:quota]
     tasks = list(per_task)
     weights = [len(per_task[t]) ** (1.0 / cfg.sampling_temperature) for t in tasks]
     total = sum(len(b) for b in per_task.values())
@@ -156,7 +163,8 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
     # Model, optimizer (heads learn faster than the pretrained encoder), schedule.
     schema = ModelSchema(tasks=labels, max_length=cfg.max_length, stride=cfg.stride,
                          backbone=backbone_identity(cfg.backbone, resolved),
-                         stance_windows=cfg.max_windows_per_example)
+                         stance_windows=window_cap(cfg, "stance") if "stance" in labels else None,
+                         stance_select="evidence", stance_pool="evidence")
     model = KhabarModel(load_encoder(resolved), schema, dropout=cfg.dropout)
     if cfg.init_from:
         from khabar.training.warmstart import init_from_stored
@@ -277,13 +285,35 @@ def _finish(cfg, run_dir: Path, model: KhabarModel, tokenizer, examples: dict, s
         "train_seconds": state["train_seconds"],
         "code_version": _code_version(),
     }
+    heads = _fit_hybrid_heads(cfg, model, tokenizer, log)
+    if heads:
+        training["hybrid"] = {t: h.info for t, h in heads.items()}
     tag = save_model(model, tokenizer, training=training, labels={"stage": "trained", "run": run_dir.name},
-                     extra_files=[run_dir / "log.jsonl", run_dir / "curves.png"])
+                     extra_files=[run_dir / "log.jsonl", run_dir / "curves.png"], hybrid=heads)
     result = {"tag": tag, "dev_metrics": best["dev"], "run_dir": str(run_dir)}
     (run_dir / "done.tmp").write_text(json.dumps(result, indent=2))
     os.replace(run_dir / "done.tmp", run_dir / "done.json")
     log(f"saved {tag}")
     return result
+
+
+def _fit_hybrid_heads(cfg: TrainConfig, model: KhabarModel, tokenizer, log) -> dict:
+    """Hybrid topic/stance heads (training/hybrid.py) when the config leaves training rows outside
+    the encoder's (a topic ``limit``, a ``blend_holdout``); none otherwise."""
+    from khabar.models.store import LoadedModel
+    from khabar.training.hybrid import fit_hybrid
+
+    if not any(spec.blend_holdout or any(s.limit for s in spec.train)
+               for task, spec in cfg.tasks.items() if task != "ner"):
+        return {}
+    loaded = LoadedModel(tag=f"{cfg.name}:training", model=model.eval(), tokenizer=tokenizer,
+                         schema=model.schema, training={}, path=Path("."))
+    try:
+        return fit_hybrid(loaded, cfg, log=log)
+    except Exception as err:  # noqa: BLE001 - the trained encoder must not be lost to a blend failure
+        log(f"warning: hybrid heads not fitted ({type(err).__name__}: {err}); the model is stored without "
+            f"them; `khabar hybrid --model TAG` fits them later")
+        return {}
 
 
 def _code_version() -> str:

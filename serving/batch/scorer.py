@@ -47,9 +47,8 @@ class Scorer:
 
         loaded = load_model(tag)
         # KHABAR_ENGINE (fp32 by default, or int8): the same switch as the service's.
-        self.predictor = Predictor(loaded.model, loaded.tokenizer, loaded.schema, batch_size=batch_size,
-                                   model_info=loaded.info, threads=threads,
-                                   engine=make_engine(None, loaded, threads=threads))
+        self.predictor = Predictor.from_loaded(loaded, batch_size=batch_size, threads=threads,
+                                               engine=make_engine(None, loaded, threads=threads))
         self.tasks = list(tasks)
         self.targets = list(targets)
 

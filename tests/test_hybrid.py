@@ -1,0 +1,178 @@
+"""Hybrid heads: storage without pickle, tamper refusal, the blend in the predictor, offsets."""
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from khabar.models.hybrid import (HashedTfidf, HybridError, HybridHead, LinearPart, Stacker, fields_for,
+                                  load_hybrid, save_hybrid)
+from khabar.training.hybrid import fit_linear, fit_offsets, group_macro_f1
+from khabar.training.readers import StanceExample, TopicExample
+
+SPORT = ["فاز الفريق بالمباراة النهائية وسجل المهاجم هدفين", "تأهل المنتخب إلى كأس العالم بعد الفوز",
+         "خسر النادي المباراة أمام منافسه في الدوري", "أحرز اللاعب هدف الفوز في الدقيقة الأخيرة"]
+ECONOMY = ["ارتفع سعر الفائدة وتراجع التضخم في الربع الأول", "أعلن البنك المركزي خفض سعر الصرف",
+           "سجلت البورصة ارتفاعا في أسهم الشركات الكبرى", "تراجعت أسعار النفط في الأسواق العالمية"]
+
+
+def topic_rows() -> list[TopicExample]:
+    rows = [TopicExample(id=f"s{i}", title="", text=t, label="sport") for i, t in enumerate(SPORT)]
+    return rows + [TopicExample(id=f"e{i}", title="", text=t, label="economy") for i, t in enumerate(ECONOMY)]
+
+
+@pytest.fixture
+def topic_head() -> HybridHead:
+    linear = fit_linear("topic", topic_rows(), ["economy", "sport"])
+    stacker = Stacker(np.hstack([np.eye(2), np.eye(2)]), np.zeros(2), np.array([0.0, 0.3]))
+    return HybridHead(linear, stacker, {"note": "test"})
+
+
+def test_linear_part_learns_topic_words(topic_head):
+    p = topic_head.linear.proba(fields_for("topic", ["سجل المهاجم هدفا في المباراة", "ارتفع سعر النفط والفائدة"]))
+    assert p.shape == (2, 2)
+    assert p[0].argmax() == 1 and p[1].argmax() == 0
+
+
+def test_round_trip_without_pickle(tmp_path, topic_head):
+    save_hybrid({"topic": topic_head}, tmp_path)
+    npz = tmp_path / "hybrid" / "topic.npz"
+    with zipfile.ZipFile(npz) as z:  # plain .npy arrays only: nothing that needs pickle to read
+        for name in z.namelist():
+            with z.open(name) as fh:
+                header = fh.read(128)
+            assert b"'descr': '|O'" not in header, name
+    loaded = load_hybrid(tmp_path)["topic"]
+    texts = fields_for("topic", ["فاز المنتخب بالمباراة", "خفض البنك سعر الفائدة"])
+    np.testing.assert_allclose(loaded.linear.proba(texts), topic_head.linear.proba(texts), rtol=1e-5)
+    np.testing.assert_allclose(loaded.stacker.offsets, [0.0, 0.3])
+    assert loaded.info == {"note": "test"}
+
+
+def test_refuses_a_tampered_file(tmp_path, topic_head):
+    save_hybrid({"topic": topic_head}, tmp_path)
+    npz = tmp_path / "hybrid" / "topic.npz"
+    with np.load(npz) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["weights"] = arrays["weights"] * 2  # a valid npz, different weights
+    np.savez_compressed(npz, **arrays)
+    with pytest.raises(HybridError, match="does not match its manifest"):
+        load_hybrid(tmp_path)
+
+
+def test_refuses_an_array_that_needs_pickle(tmp_path, topic_head):
+    save_hybrid({"topic": topic_head}, tmp_path)
+    npz = tmp_path / "hybrid" / "topic.npz"
+    with np.load(npz) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["weights"] = np.array([{"not": "numbers"}], dtype=object)
+    np.savez(npz, **arrays)
+    manifest_path = tmp_path / "hybrid" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    import hashlib
+
+    manifest["tasks"]["topic"]["sha256"] = hashlib.sha256(npz.read_bytes()).hexdigest()  # a forged manifest
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(HybridError, match="without pickle"):
+        load_hybrid(tmp_path)
+
+
+def test_model_without_hybrid_loads_empty(tmp_path):
+    assert load_hybrid(tmp_path) == {}
+
+
+def test_stance_features_see_target_overlap():
+    feats = HashedTfidf("stance")
+    fields = fields_for("stance", ["رفض الفصائل الاتفاق", "فاز الفريق"], ["الفصائل ترفض الاتفاق", "الفصائل ترفض الاتفاق"])
+    feats.fit(fields)
+    x = feats.transform(fields).toarray()
+    assert x.shape[1] == feats.n_features
+    assert x[0, -1] > x[1, -1]  # the overlap column: the first text repeats the target
+
+
+def test_linear_part_handles_labels_missing_from_training():
+    rows = [StanceExample(id=str(i), target="الاتفاق", text=t, label=lab)
+            for i, (t, lab) in enumerate([("نرحب بالاتفاق", "favor"), ("نرفض الاتفاق", "against")] * 3)]
+    part = fit_linear("stance", rows, ["favor", "against", "neutral", "unrelated"])
+    p = part.proba(fields_for("stance", ["نرحب بالاتفاق"], ["الاتفاق"]))
+    assert p.shape == (1, 4)
+    assert p[0, 2] < 1e-6 and p[0, 3] < 1e-6 and p[0].argmax() == 0
+
+
+def test_offsets_fitted_on_one_split_help_on_another():
+    """A rare class the scores under-call: offsets fitted on split A lift macro-F1 on split B."""
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        y = (rng.random(n) < 0.1).astype(int)  # class 1 is rare
+        logit = rng.normal(0, 0.5, n) + 2.0 * y - 2.5  # and its scores sit too low
+        log_p = np.stack([np.zeros(n), logit], axis=1)
+        return log_p, y
+
+    a, ya = split(2000)
+    b, yb = split(2000)
+    offsets = fit_offsets(a, ya, ["s"] * len(ya))
+    assert offsets[1] - offsets[0] > 0.3
+    before = group_macro_f1(yb, b.argmax(1), ["s"] * len(yb))
+    after = group_macro_f1(yb, (b + offsets).argmax(1), ["s"] * len(yb))
+    assert after > before + 0.05
+
+
+def test_predictor_blends_and_reports_parts(tiny_loaded, topic_head):
+    from khabar.models.predictor import Predictor
+
+    labels = tiny_loaded.schema.tasks["topic"]
+    rows = [TopicExample(id=str(i), title="", text=t, label=labels[i % len(labels)])
+            for i, t in enumerate(SPORT + ECONOMY)]
+    linear = fit_linear("topic", rows, labels)
+    k = len(labels)
+    # A stacker that ignores the encoder: the blend must then follow the linear part exactly.
+    head = HybridHead(linear, Stacker(np.hstack([np.zeros((k, k)), np.eye(k)]), np.zeros(k), np.zeros(k)), {})
+    p = Predictor(tiny_loaded.model, tiny_loaded.tokenizer, tiny_loaded.schema, hybrid={"topic": head},
+                  keep_parts=True)
+    out = p.label_one(SPORT[0], tasks=("topic",))["topic"]
+    assert set(out["parts"]) == {"encoder", "linear", "blend"}
+    lin = out["parts"]["linear"]
+    assert out["label"] == max(lin, key=lin.get)
+    for lab in labels:
+        assert out["scores"][lab] == pytest.approx(lin[lab], rel=1e-4, abs=1e-5)
+    plain = Predictor(tiny_loaded.model, tiny_loaded.tokenizer, tiny_loaded.schema).label_one(SPORT[0], tasks=("topic",))
+    assert out["parts"]["encoder"] == pytest.approx(plain["topic"]["scores"], rel=1e-4)
+
+
+def test_training_fits_hybrid_heads_and_the_store_serves_them(tiny_backbone, tmp_path):
+    """A config that leaves rows outside the encoder's (topic limit, stance blend_holdout) gets
+    hybrid heads at the end of training; loading the model brings them back, /info-style."""
+    import os
+
+    import yaml
+
+    from khabar.models.hybrid import hybrid_info
+    from khabar.models.predictor import Predictor
+    from khabar.models.store import load_model
+    from khabar.training.config import load_config
+    from khabar.training.loop import train
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    os.environ["KHABAR_SAMPLE"] = str(root / "data" / "sample")
+    raw = yaml.safe_load((root / "configs" / "tiny.yaml").read_text())
+    raw.update(name="tiny-hybrid", epochs=1)
+    raw["tasks"]["topic"]["train"] = {"path": raw["tasks"]["topic"]["train"], "limit": 80}
+    raw["tasks"]["stance"]["blend_holdout"] = 0.3
+    del raw["tasks"]["ner"]
+    path = tmp_path / "hybrid.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    tag = train(load_config(path), log=lambda m: None)["tag"]
+    loaded = load_model(tag)
+    assert set(loaded.hybrid) == {"topic", "stance"}
+    assert loaded.hybrid["topic"].info["linear_train_rows"] > 80  # all rows, not the encoder's 80
+    assert loaded.training["hybrid"]["stance"]["blend_rows"] > 0
+    info = hybrid_info(loaded.hybrid)
+    assert set(info["topic"]["weights"]) == {"encoder", "linear"}
+    res = Predictor.from_loaded(loaded, keep_parts=True).label_one(
+        "فاز المنتخب بالمباراة النهائية", ["الفوز"], tasks=("topic", "stance"))
+    assert set(res["topic"]["parts"]) == {"encoder", "linear", "blend"}
+    assert res["topic"]["label"] == max(res["topic"]["scores"], key=res["topic"]["scores"].get)

@@ -1,0 +1,229 @@
+"""Fitting hybrid heads (models/hybrid.py): linear parts on all training rows, a stacker and
+decision offsets on rows the encoder never trained on.
+
+For each classification task of a model:
+1. *All rows*: every training source read without its ``limit`` (topic: the 24k articles, not
+   the encoder's subsample); source holdouts (Mawqif's dev slice) stay out.
+2. *Blend rows*: the rows of (1) the encoder did not train on (outside the subsample, or in the
+   task's ``blend_holdout``), at most ``max_blend_rows`` per source (fixed by hash of id).
+3. A linear model fitted on (1) minus (2) scores the blend rows; the encoder scores them too; a
+   multinomial logistic regression over both log-probability vectors is the stacker.
+4. Per-class decision offsets maximise macro-F1 (mean over sources, each over its own labels) on
+   cross-fitted stacker outputs, so they are not fitted on the predictions they are judged on.
+5. The linear model that ships is refitted on all of (1).
+The dev sets a report shows are never used here.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from khabar.models.hybrid import (HashedTfidf, HybridHead, LinearPart, Stacker, fields_for,
+                                  softmax, stack_features)
+
+CLASSIFICATION_TASKS = ("topic", "stance")
+OFFSET_GRID = np.round(np.arange(-2.0, 2.01, 0.1), 2)
+
+
+@dataclass
+class BlendData:
+    """One task's rows for hybrid fitting: every training row, and the blend rows with their
+    source names."""
+
+    all_rows: list
+    blend: list
+    blend_sources: list[str]
+
+
+def _hash(text: str, seed: int) -> float:
+    digest = hashlib.sha1(f"{seed}:{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def blend_data(cfg, task: str, *, max_blend_rows: int = 2000, log=print) -> BlendData:
+    """All training rows and the blend rows of ``task`` for config ``cfg`` (see module doc)."""
+    from khabar.training.data import BLEND_SEED_OFFSET, read_source
+
+    spec = cfg.tasks[task]
+    all_rows, blend, sources = [], [], []
+    for src in spec.train:
+        full = read_source(task, replace(src, limit=None), seed=cfg.seed, repair_bio=cfg.repair_bio)
+        used = read_source(task, src, seed=cfg.seed, repair_bio=cfg.repair_bio).examples
+        encoder_ids = {e.id for e in used
+                       if not (spec.blend_holdout and _hash(e.id, cfg.seed + BLEND_SEED_OFFSET) < spec.blend_holdout)}
+        outside = [e for e in full.examples if e.id not in encoder_ids]
+        if len(outside) > max_blend_rows:
+            keep = set(sorted((e.id for e in outside), key=lambda i: _hash(i, cfg.seed + 1))[:max_blend_rows])
+            outside = [e for e in outside if e.id in keep]
+        all_rows += full.examples
+        blend += outside
+        sources += [full.name] * len(outside)
+        log(f"hybrid {task}: {full.name}: {len(full.examples)} training rows, {len(outside)} blend rows "
+            f"the encoder did not train on")
+    return BlendData(all_rows, blend, sources)
+
+
+def example_fields(task: str, examples: list) -> dict[str, list[str]]:
+    """The linear part's input fields for labelled examples (as the predictor builds them)."""
+    from khabar.training.data import topic_text
+
+    if task == "topic":
+        return fields_for(task, [topic_text(e) for e in examples])
+    return fields_for(task, [e.text for e in examples], [e.target for e in examples])
+
+
+def fit_linear(task: str, examples: list, labels: list[str], *, seed: int = 13,
+               alpha: float = 2e-6) -> LinearPart:
+    """TF-IDF (hashed word 1-2 + char 2-5 n-grams) and an SGD log-loss linear model with balanced
+    class weights, on ``examples``; weights for ``labels`` in that order."""
+    from sklearn.linear_model import SGDClassifier
+
+    fields = example_fields(task, examples)
+    features = HashedTfidf(task).fit(fields)
+    x = features.transform(fields)
+    y = [e.label for e in examples]
+    clf = SGDClassifier(loss="log_loss", alpha=alpha, class_weight="balanced", max_iter=30, tol=1e-4,
+                        random_state=seed).fit(x, y)
+    coef, intercept = _full_classes(clf.coef_, clf.intercept_, list(clf.classes_), labels)
+    columns = np.flatnonzero(np.abs(coef).sum(axis=0) > 0)
+    return LinearPart(task, list(labels), features, columns.astype(np.int64),
+                      coef[:, columns].T.astype(np.float32).copy(), intercept.astype(np.float32))
+
+
+def _full_classes(coef: np.ndarray, intercept: np.ndarray, classes: list[str],
+                  labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Weights for every label in ``labels`` order: a binary model becomes two rows, a label the
+    training rows never had gets no weight and a very low intercept."""
+    if len(classes) == 2 and coef.shape[0] == 1:
+        coef = np.vstack([np.zeros_like(coef), coef])
+        intercept = np.array([0.0, float(intercept[0])])
+    full = np.zeros((len(labels), coef.shape[1]))
+    bias = np.full(len(labels), -20.0)
+    for i, c in enumerate(classes):
+        full[labels.index(str(c))] = coef[i]
+        bias[labels.index(str(c))] = intercept[i]
+    return full, bias
+
+
+def fit_stacker(p_encoder: np.ndarray, p_linear: np.ndarray, y: np.ndarray, labels: list[str]) -> Stacker:
+    """Multinomial logistic regression over both parts' log-probabilities (offsets zero)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = stack_features(p_encoder, p_linear)
+    present = sorted(set(y.tolist()))
+    if len(present) == 1:  # nothing to learn a blend from: trust the encoder
+        coef = np.hstack([np.eye(len(labels)), np.zeros((len(labels), len(labels)))])
+        return Stacker(coef, np.zeros(len(labels)), np.zeros(len(labels)))
+    clf = LogisticRegression(C=1.0, max_iter=2000).fit(x, y)
+    names = [labels[i] for i in clf.classes_]
+    coef, intercept = _full_classes(clf.coef_, clf.intercept_, names, labels)
+    return Stacker(coef, intercept, np.zeros(len(labels)))
+
+
+def group_macro_f1(y: np.ndarray, pred: np.ndarray, groups: list[str]) -> float:
+    """Mean over groups (sources) of macro-F1 over the labels present in that group's gold."""
+    from sklearn.metrics import f1_score
+
+    groups_arr = np.asarray(groups)
+    scores = []
+    for g in dict.fromkeys(groups):
+        m = groups_arr == g
+        scores.append(f1_score(y[m], pred[m], labels=sorted(set(y[m].tolist())), average="macro",
+                               zero_division=0))
+    return float(np.mean(scores))
+
+
+def fit_offsets(log_p: np.ndarray, y: np.ndarray, groups: list[str], rounds: int = 3) -> np.ndarray:
+    """Per-class additive offsets on log-probabilities that maximise :func:`group_macro_f1`
+    (coordinate ascent over a grid; ties keep the smaller shift)."""
+    offsets = np.zeros(log_p.shape[1])
+    best = group_macro_f1(y, (log_p + offsets).argmax(1), groups)
+    for _ in range(rounds):
+        moved = False
+        for c in range(log_p.shape[1]):
+            for v in sorted(OFFSET_GRID, key=abs):
+                trial = offsets.copy()
+                trial[c] = v
+                score = group_macro_f1(y, (log_p + trial).argmax(1), groups)
+                if score > best + 1e-9:
+                    best, offsets, moved = score, trial, True
+        if not moved:
+            break
+    return offsets
+
+
+def crossfit_stacker_logp(p_encoder: np.ndarray, p_linear: np.ndarray, y: np.ndarray, labels: list[str],
+                          folds: int = 5, seed: int = 13) -> np.ndarray:
+    """Out-of-fold stacker log-probabilities of every blend row."""
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(len(y)) % folds
+    out = np.zeros_like(p_encoder)
+    for k in range(folds):
+        test, train = fold == k, fold != k
+        st = fit_stacker(p_encoder[train], p_linear[train], y[train], labels)
+        out[test] = np.log(np.clip(st.proba(p_encoder[test], p_linear[test], offsets=False), 1e-9, 1.0))
+    return out
+
+
+def fit_task(task: str, data: BlendData, p_encoder: np.ndarray, labels: list[str], *, seed: int = 13,
+             log=print) -> tuple[HybridHead, dict]:
+    """Fit one task's hybrid head; also return the blend-row figures of each variant."""
+    t0 = time.perf_counter()
+    blend_ids = {id(e) for e in data.blend}
+    rest = [e for e in data.all_rows if id(e) not in blend_ids]
+    held = fit_linear(task, rest, labels, seed=seed)
+    p_linear = held.proba(example_fields(task, data.blend))
+    y = np.array([labels.index(e.label) for e in data.blend])
+    oof = crossfit_stacker_logp(p_encoder, p_linear, y, labels, seed=seed)
+    offsets = fit_offsets(oof, y, data.blend_sources)
+    stacker = fit_stacker(p_encoder, p_linear, y, labels)
+    stacker.offsets = offsets
+    figures = {
+        "encoder": group_macro_f1(y, p_encoder.argmax(1), data.blend_sources),
+        "linear": group_macro_f1(y, p_linear.argmax(1), data.blend_sources),
+        "blend_crossfit": group_macro_f1(y, oof.argmax(1), data.blend_sources),
+        "blend_offsets_crossfit": group_macro_f1(y, (oof + offsets).argmax(1), data.blend_sources),
+    }
+    log(f"hybrid {task}: blend rows macro-F1 (mean over sources) " +
+        ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
+    final = fit_linear(task, data.all_rows, labels, seed=seed)
+    info = {"linear": "hashed tf-idf word 1-2 + char_wb 2-5, SGD log-loss, balanced",
+            "linear_train_rows": len(data.all_rows), "blend_rows": len(data.blend),
+            "blend_sources": sorted(set(data.blend_sources)), "stacker": "logistic regression over "
+            "[log p_encoder, log p_linear]", "offsets": dict(zip(labels, offsets.round(2).tolist())),
+            "blend_rows_macro_f1": figures, "fit_seconds": round(time.perf_counter() - t0, 1)}
+    return HybridHead(final, stacker, info), figures
+
+
+def encoder_probs(predictor, task: str, examples: list, labels: list[str], progress=None) -> np.ndarray:
+    """The encoder's pooled probabilities [n, labels] for labelled examples (through the predictor,
+    so windows and pooling are the service's)."""
+    from khabar.eval.scoring import predict_examples
+
+    _, _, probs = predict_examples(predictor, task, examples, progress=progress)
+    return np.array([[p[lab] for lab in labels] for p in probs])
+
+
+def fit_hybrid(loaded, cfg, *, max_blend_rows: int = 2000, log=print) -> dict[str, HybridHead]:
+    """Hybrid heads for every classification task of a loaded model, from its training config."""
+    from tqdm.auto import tqdm
+
+    from khabar.models.predictor import Predictor
+
+    predictor = Predictor(loaded.model, loaded.tokenizer, loaded.schema, batch_size=32,
+                          model_info=loaded.info)
+    heads = {}
+    for task in (t for t in CLASSIFICATION_TASKS if t in loaded.schema.tasks and t in cfg.tasks):
+        data = blend_data(cfg, task, max_blend_rows=max_blend_rows, log=log)
+        if not data.blend:
+            log(f"hybrid {task}: no training rows outside the encoder's: skipped (set blend_holdout)")
+            continue
+        labels = loaded.schema.tasks[task]
+        with tqdm(total=len(data.blend), desc=f"encoder on {task} blend rows", unit="ex",
+                  dynamic_ncols=True) as bar:
+            p_enc = encoder_probs(predictor, task, data.blend, labels, progress=bar.update)
+        heads[task], _ = fit_task(task, data, p_enc, labels, seed=cfg.seed, log=log)
+    return heads
