@@ -34,3 +34,40 @@ def test_overrides_written_as_people_write_them_get_the_field_type():
 def test_wrong_types_are_refused_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         load_config(ROOT / "configs" / "tiny.yaml", [override])
+
+
+def test_per_task_budgets_are_read_and_checked():
+    cfg = load_config(ROOT / "configs" / "tiny.yaml",
+                      ["tasks.ner.max_windows=0", "tasks.ner.repeat=2.5", "tasks.stance.blend_holdout=0.2"])
+    assert cfg.tasks["ner"].max_windows == 0 and cfg.tasks["ner"].repeat == 2.5
+    assert cfg.tasks["stance"].blend_holdout == 0.2 and cfg.tasks["topic"].repeat == 1.0
+    # Budgets at their defaults leave the run folder's hash as it was before they existed.
+    base = load_config(ROOT / "configs" / "tiny.yaml")
+    assert load_config(ROOT / "configs" / "tiny.yaml", ["tasks.ner.repeat=1"]).fingerprint() == base.fingerprint()
+    assert cfg.fingerprint() != base.fingerprint()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("tasks.ner.repeat=0", "tasks.ner.repeat must be a number above 0.0, got 0"),
+    ("tasks.stance.blend_holdout=0.9", r"tasks.stance.blend_holdout must be a number in \[0.0, 0.5\], got 0.9"),
+    ("tasks.ner.max_windows=-1", "tasks.ner.max_windows must be an int >= 0"),
+    ("tasks.topic.repeats=2", r"tasks.topic: unknown key\(s\) \['repeats'\]"),
+])
+def test_bad_task_budgets_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(ROOT / "configs" / "tiny.yaml", [override])
+
+
+def test_epoch_plan_gives_a_repeated_task_its_share():
+    from collections import Counter
+
+    from khabar.training.loop import epoch_plan
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["tasks.ner.repeat=3", "sampling_temperature=1", "batch_size=4"])
+    sizes = {"topic": [10] * 40, "ner": [10] * 40}
+    plan = epoch_plan(sizes, cfg, 0)
+    counts = Counter(t for t, _ in plan)
+    assert counts["topic"] + counts["ner"] == 10 + 30
+    assert counts["ner"] > counts["topic"] * 2
+    ner_rows = Counter(i for t, idx in plan if t == "ner" for i in idx)
+    assert set(ner_rows) == set(range(40))  # every sentence is seen, in fresh shuffles

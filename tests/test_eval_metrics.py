@@ -157,3 +157,21 @@ def test_stance_uses_target_and_text():
     gold, pred, probs = predict_examples(Spy({"نص يؤيد الاتفاق": ("favor", 0.8)}), "stance", ex)
     assert seen[0].targets == ("الاتفاق",) and seen[0].tasks == ("stance",)
     assert gold == pred == ["favor"] and probs[0]["favor"] == pytest.approx(0.8)
+
+
+def test_official_mawqif_metric_by_hand():
+    from khabar.eval.metrics import official_metric
+
+    gold = ["favor", "favor", "against", "against", "neutral", "neutral"]
+    pred = ["favor", "against", "against", "neutral", "neutral", "favor"]
+    # favor: P 1/2, R 1/2 -> F1 0.5; against: P 1/2, R 1/2 -> F1 0.5; neutral (Mawqif's none) is left out
+    m = official_metric("mawqif", gold, pred)
+    assert m["value"] == pytest.approx(0.5)
+    assert "favor and against" in m["metric"]
+    pred2 = ["favor", "favor", "against", "against", "favor", "against"]  # none never predicted
+    # favor: P 2/3 R 1 -> 0.8; against the same -> mean 0.8 (a 3-class macro-F1 would be 0.533)
+    assert official_metric("mawqif", gold, pred2)["value"] == pytest.approx(0.8)
+    assert official_metric("ant21", gold, pred) is None
+    # ANS: macro over its three labels even when one is never predicted
+    assert official_metric("ans", ["favor", "against", "neutral"], ["favor", "against", "against"])["value"] == \
+        pytest.approx((1 + 2 / 3 + 0) / 3)

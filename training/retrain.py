@@ -26,6 +26,9 @@ from khabar.training.config import ConfigError, Source, TrainConfig, apply_overr
 from khabar.training.merge import (MERGED_NAMES, TASKS, MergeError, TaskMerge, content_id, merge_rows,
                                    merged_bytes, parse_new, read_rows, text_key, write_atomic)
 
+# Share of the merged rows held out of a retrained encoder so its hybrid heads are refitted.
+RETRAIN_BLEND_HOLDOUT = 0.15
+
 
 @dataclass
 class RetrainOptions:
@@ -146,7 +149,7 @@ def prepare(opts: RetrainOptions, log=print) -> Prepared:
     for name, data in parts.items():
         write_atomic(folder / name, data)
 
-    raw = _candidate_config(base_cfg, folder, labels, base_tasks, opts)
+    raw = _candidate_config(base_cfg, folder, labels, base_tasks, opts, tuple(training.get("hybrid") or ()))
     raw["init_from"] = base if opts.start_from == "base" else None
     cfg = from_dict(raw, where=f"retraining config of {base}")
     summary = {"base": base, "new": {t: [str(p) for p in ps] for t, ps in new.items()},
@@ -160,7 +163,7 @@ def prepare(opts: RetrainOptions, log=print) -> Prepared:
 
 
 def _candidate_config(base_cfg: dict, folder: Path, labels: dict[str, list[str]],
-                      base_tasks: dict, opts: RetrainOptions) -> dict:
+                      base_tasks: dict, opts: RetrainOptions, base_hybrid: tuple[str, ...] = ()) -> dict:
     """The base config with the merged files as training data (dev sets kept), ``--config``
     settings and ``--set`` overrides applied."""
     import yaml
@@ -177,7 +180,12 @@ def _candidate_config(base_cfg: dict, folder: Path, labels: dict[str, list[str]]
         # their fixed sets unless the base config named some.
         pinned = task_labels if task == "topic" or task not in base_tasks else spec.get("labels")
         raw["tasks"][task] = {"train": [{"path": str(folder / MERGED_NAMES[task]), "name": f"merged-{task}"}],
-                              "dev": spec.get("dev", []), "labels": pinned}
+                              "dev": spec.get("dev", []), "labels": pinned,
+                              **{k: spec[k] for k in ("max_windows", "repeat", "blend_holdout") if k in spec}}
+        if task in base_hybrid and not spec.get("blend_holdout"):
+            # The merged file has no rows outside the encoder's (a topic subsample is merged as
+            # read): hold some out so the candidate refits its hybrid head on the merged data.
+            raw["tasks"][task]["blend_holdout"] = RETRAIN_BLEND_HOLDOUT
     if opts.config is not None:
         path = Path(opts.config)
         if not path.exists():
