@@ -140,6 +140,9 @@ def make_row(key: str, name: str, result: dict, n: int, articles: list[dict], re
         row["agreement"] = agreement(result["labels"], reference)
     if result.get("cpu_seconds") is not None:
         row["cpu_ms_per_article"] = 1000 * result["cpu_seconds"] / n
+    hybrid = (result.get("work") or {}).get("hybrid_seconds")
+    if hybrid:  # the hybrid heads' cost, as a share of the row's wall time
+        row["hybrid_share"] = hybrid / result["seconds"]
     for extra in ("engine", "clients", "tree_peak_rss_mb", "wall_s", "work", "load_avg"):
         if result.get(extra) is not None:
             row[extra] = result[extra]
@@ -268,9 +271,27 @@ def _report(opts, tag, prep, articles, threads, started, rows, training, dev, in
     return {"model": tag, "backbone": prep.get("backbone", {}).get("name"), "n_articles": len(articles),
             "target": TARGET, "threads": threads, "int8_engine": int8, "started": started,
             "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                        "python": platform.python_version()},
+                        "python": platform.python_version(), **cpu_features()},
+            "hybrid_share": {k: r["hybrid_share"] for k, r in by_key.items() if "hybrid_share" in r},
             "data": str(Path(opts.data_dir) / TOPIC_FILE), "ratios": ratios, "peak_rss_mb": peaks,
             "targets": TARGETS, "met": met, "rows": rows, "training": training, "int8_vs_fp32_dev": dev}
+
+
+def cpu_features() -> dict:
+    """The CPU's model name and whether it has VNNI (int8 dot products): int8 speed-ups differ
+    about 2x between cores with and without it, so a figure means little without this."""
+    model, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"cpu_model": model or platform.processor(), "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}),
+            "avx512": "avx512f" in flags}
 
 
 def _ge(value: float | None, target: float) -> bool | None:

@@ -92,6 +92,18 @@ def work_table(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def machine_line(report: dict) -> str:
+    """The CPU the figures were measured on (int8 gains depend on VNNI) and the hybrid heads' cost."""
+    m = report.get("machine", {})
+    line = (f"CPU: {m.get('cpu_model', '?')}, {m.get('cpus', '?')} cores, "
+            f"{'with' if m.get('vnni') else 'without'} VNNI{' (AVX-512)' if m.get('avx512') else ''}.")
+    shares = report.get("hybrid_share") or {}
+    if shares:
+        line += " Hybrid heads (TF-IDF linear part + stacker) as a share of the predictor's time: " + \
+            ", ".join(f"{k} {v:.1%}" for k, v in shares.items()) + "."
+    return line + "\n"
+
+
 def markdown(report: dict) -> str:
     """The whole report: settings, the table, ratios against the targets, training, dev check."""
     r = report["ratios"]
@@ -103,6 +115,7 @@ def markdown(report: dict) -> str:
         f"{report['n_articles']} articles of {report['data']} (title + body, seeded sample), one stance target "
         f"each (\"{report['target']}\"); {report['threads']} threads; {report['started']}; "
         f"backbone {report['backbone']}.\n",
+        machine_line(report),
         table(report),
         "Latency: from submitting an article to getting its labels (predictor rows: its call of "
         "32 articles; service: one request among concurrent clients). Agreement is with the baseline's labels; "
