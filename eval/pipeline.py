@@ -73,15 +73,26 @@ def prepare(model: str, *, topic: Path | None = None, stance: list[Path] = (), n
 
 def run_evaluation(model: str, sets: list[EvalSet], settings: dict, *, compare: str | None = None,
                    baseline: bool = False, n_boot: int = 1000, batch_size: int = 32,
-                   progress: bool = True, log=print) -> Evaluation:
-    """Score the model (and the baseline, and the compared model) on ``sets``."""
+                   progress: bool = True, log=print, stance_windows: str | None = None,
+                   ner_decoding: str = "viterbi") -> Evaluation:
+    """Score the model (and the baseline, and the compared model) on ``sets``.
+
+    ``stance_windows`` ("all" or a number) and ``ner_decoding`` ("argmax") change how the model
+    reads, for ablations; the defaults are what the service does.
+    """
     from khabar.eval.compare import compare_runs
     from khabar.eval.evaluate import evaluate_model
     from khabar.models.store import load_model
 
     loaded = load_model(model)
-    ev = Evaluation(sets, evaluate_model(loaded, sets, batch_size=batch_size, n_boot=n_boot,
-                                         progress=progress, log=log), settings=dict(settings, n_boot=n_boot))
+    if stance_windows is not None:
+        from dataclasses import replace
+
+        loaded.schema = replace(loaded.schema, stance_windows=None if stance_windows == "all" else int(stance_windows))
+        loaded.model.schema = loaded.schema
+    settings = dict(settings, n_boot=n_boot, stance_windows=loaded.schema.stance_windows, ner_decoding=ner_decoding)
+    ev = Evaluation(sets, evaluate_model(loaded, sets, batch_size=batch_size, n_boot=n_boot, progress=progress,
+                                         log=log, ner_decoding=ner_decoding), settings=settings)
     for eset in sets:
         if eset.unknown_labels:
             shown = ", ".join(f"{k} ({v})" for k, v in sorted(eset.unknown_labels.items()))

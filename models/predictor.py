@@ -124,10 +124,15 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, tokenizer, schema: ModelSchema, *,
                  batch_size: int = 16, model_info: dict | None = None,
                  engine: Callable | None = None, threads: int | None = None,
-                 hybrid: dict | None = None, offsets: bool = True, keep_parts: bool = False) -> None:
+                 hybrid: dict | None = None, offsets: bool = True, keep_parts: bool = False,
+                 ner_decoding: str = "viterbi") -> None:
         """``hybrid`` (task -> models.hybrid.HybridHead) blends a linear part into topic and stance;
         ``offsets`` applies its decision offsets; ``keep_parts`` adds each part's scores to the
-        topic and stance results under ``parts`` (evaluation compares them)."""
+        topic and stance results under ``parts`` (evaluation compares them); ``ner_decoding`` is
+        ``viterbi`` (BIO-constrained, the default) or ``argmax`` (per word, for comparison)."""
+        if ner_decoding not in ("viterbi", "argmax"):
+            raise ValueError(f"ner_decoding must be 'viterbi' or 'argmax', got {ner_decoding!r}")
+        self.ner_decoding = ner_decoding
         self.tokenizer = tokenizer
         self.schema = schema
         self.batch_size = batch_size
@@ -325,7 +330,7 @@ class Predictor:
         covered = counts > 0
         word_probs[covered] = acc[covered] / counts[covered][:, None]
         word_probs[~covered, labels.index("O")] = 1.0  # a word no window reached (cannot happen) is O
-        tags = bio_viterbi(word_probs, labels)
+        tags = bio_viterbi(word_probs, labels) if self.ner_decoding == "viterbi" else word_probs.argmax(1).tolist()
         entities, current = [], None
         for w, t in enumerate(tags):
             tag, score = labels[t], float(word_probs[w, t])

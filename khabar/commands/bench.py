@@ -10,7 +10,7 @@ import typer
 
 def bench_command(
     data_dir: Path = typer.Option(..., "--data-dir", help="The shared data folder (topic/ant21/dev.jsonl, ner/anercorp, stance/...)."),
-    model: str = typer.Option("khabar:latest", "--model", "-m", help="Model tag in the store."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model tag in the store (default: the promoted model, else the newest)."),
     n: int = typer.Option(200, "--n", min=1, help="Articles to label in every row."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads per row (default: KHABAR_THREADS, else every core)."),
     clients: int = typer.Option(8, "--clients", min=1, help="Concurrent HTTP clients of the service row."),
@@ -30,6 +30,13 @@ def bench_command(
     if unknown:
         typer.echo(f"error: unknown --skip row(s) {unknown}; choose from {', '.join(ROW_KEYS)}", err=True)
         raise typer.Exit(2)
+    from khabar.models.registry import serving_tag
+
+    try:
+        model = serving_tag(model)
+    except ModelStoreError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
     opts = BenchOptions(data_dir=data_dir, model=model, n=n, threads=threads, clients=clients,
                         train_steps=train_steps, train_batch=train_batch, dev_limit=dev_limit,
                         skip=skipped, out_dir=out)

@@ -8,7 +8,7 @@ import typer
 
 
 def eval_command(
-    model: str = typer.Option("khabar:latest", "--model", "-m", help="Model tag in the store (khabar:latest works)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model tag in the store (default: the promoted model, else the newest)."),
     topic: Optional[Path] = typer.Option(None, "--topic", help="Topic file (JSONL/CSV, ../shared/data format)."),
     stance: List[Path] = typer.Option([], "--stance", help="Stance file; repeat for several (scored per file)."),
     ner: List[Path] = typer.Option([], "--ner", help="NER file (CoNLL); repeat for several."),
@@ -19,6 +19,8 @@ def eval_command(
     limit: Optional[int] = typer.Option(None, "--limit", help="Score a fixed subset of at most N examples per file (quick runs)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for intervals and paired tests."),
     batch_size: int = typer.Option(32, "--batch-size", help="Windows per forward pass."),
+    stance_windows: Optional[str] = typer.Option(None, "--stance-windows", help="Ablation: read N windows per (article, target), or 'all', instead of what the model was trained with."),
+    ner_decoding: str = typer.Option("viterbi", "--ner-decoding", help="Ablation: 'argmax' decodes each word alone instead of the BIO-constrained Viterbi path."),
 ) -> None:
     """Evaluate a model on labelled files (with a baseline and a second model, if asked).
 
@@ -30,7 +32,16 @@ def eval_command(
     from khabar.models.store import ModelStoreError
 
     log = lambda m: typer.echo(m, err=True)  # noqa: E731
+    if stance_windows is not None and stance_windows != "all" and not (stance_windows.isdigit() and int(stance_windows) > 0):
+        typer.echo(f"error: --stance-windows must be a positive number or 'all', got {stance_windows!r}", err=True)
+        raise typer.Exit(2)
+    if ner_decoding not in ("viterbi", "argmax"):
+        typer.echo(f"error: --ner-decoding must be 'viterbi' or 'argmax', got {ner_decoding!r}", err=True)
+        raise typer.Exit(2)
     try:
+        from khabar.models.registry import serving_tag
+
+        model = serving_tag(model)
         sets, settings = prepare(model, topic=topic, stance=stance, ner=ner, data_dir=data_dir,
                                  compare=compare, limit=limit)
     except (EvalInputError, ModelStoreError) as err:
@@ -39,7 +50,8 @@ def eval_command(
     from khabar.eval.report import write_report
 
     ev = run_evaluation(settings["model"], sets, settings, compare=compare, baseline=baseline,
-                        n_boot=bootstrap, batch_size=batch_size, log=log)
+                        n_boot=bootstrap, batch_size=batch_size, log=log, stance_windows=stance_windows,
+                        ner_decoding=ner_decoding)
     paths = write_report(ev, out)
     tp = ev.model.throughput()
     log(f"throughput: {tp['articles_per_s']:.1f} articles/s")

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 
 def export_command(
-    model: str = typer.Option("khabar:latest", "--model", "-m", help="Model tag in the store."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model tag in the store (default: the promoted model, else the newest)."),
     task: str = typer.Option(..., "--task", "-t", help="topic, stance or entities."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write (created; files in it are replaced)."),
 ) -> None:
@@ -23,7 +24,9 @@ def export_command(
         typer.echo(f"error: --task must be topic, stance or entities, not {task!r}", err=True)
         raise typer.Exit(2)
     try:
-        loaded = load_model(model)
+        from khabar.models.registry import serving_tag
+
+        loaded = load_model(serving_tag(model))
         path = export_task(loaded, task, out)
     except (ModelStoreError, ExportError) as err:
         typer.echo(f"error: {err}", err=True)

@@ -18,7 +18,7 @@ class EngineName(str, Enum):
 def score_command(
     input: Path = typer.Argument(..., help="A .jsonl, .csv or .parquet file, or a folder of them."),
     output: Path = typer.Option(..., "--output", "-o", help="Where labels go: .jsonl, .csv or .parquet (by extension)."),
-    model: str = typer.Option("khabar:latest", "--model", "-m", help="Model tag in the store."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model tag in the store (default: the promoted model, else the newest)."),
     targets: List[str] = typer.Option([], "--targets", "--target", "-t", help="A stance target; repeat for several: -t 'A' -t 'B'."),
     tasks: List[str] = typer.Option([], "--tasks", help="topic, stance, entities (repeat or comma-separate); default: all the model has."),
     text_field: str = typer.Option("text", "--text-field", help="Field/column holding the article text."),
@@ -38,9 +38,15 @@ def score_command(
     exactly one row per valid input id. Other options or another model refuse to resume unless
     --restart is given.
     """
+    from khabar.models.registry import serving_tag
     from khabar.models.store import ModelStoreError
     from khabar.serving.batch import InputError, JobError, ScoreOptions, run_job
 
+    try:
+        model = serving_tag(model)
+    except ModelStoreError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
     opts = ScoreOptions(
         input=input, output=output, model=model, targets=list(targets),
         tasks=[t.strip() for spec in tasks for t in spec.split(",") if t.strip()],
