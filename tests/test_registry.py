@@ -64,3 +64,34 @@ def test_models_cli_reports_errors_in_one_line():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert out.stderr.startswith("error: no model") and "Traceback" not in out.stderr
+
+
+def test_commands_use_the_promoted_model_not_the_newest(tiny_model_tag, tmp_path):
+    """Promote model A, store a newer model B (a refused candidate, say): score, eval and export
+    without --model all use A."""
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from khabar.cli import app
+
+    a = promote(tiny_model_tag, reason="test: A is live")
+    b = _copy_model(tiny_model_tag)
+    from khabar.models.store import model_path
+
+    assert model_path("khabar:latest")[0] == b != a
+    articles = tmp_path / "in.jsonl"
+    articles.write_text(json.dumps({"id": "1", "text": "فاز المنتخب المغربي على نظيره في الرباط"},
+                                   ensure_ascii=False) + "\n", encoding="utf-8")
+    out = tmp_path / "out.parquet"
+    res = CliRunner().invoke(app, ["score", str(articles), "-o", str(out), "--tasks", "topic", "-q"])
+    assert res.exit_code == 0, res.output
+    versions = {m["version"] for m in pq.read_table(out).column("model").to_pylist()}
+    assert versions == {a.partition(":")[2]}
+
+    topic = tmp_path / "topic.jsonl"
+    topic.write_text(json.dumps({"id": "1", "title": "", "text": "فاز المنتخب", "label": "sport"},
+                                ensure_ascii=False) + "\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["eval", "--topic", str(topic), "--out", str(tmp_path / "ev"), "--bootstrap", "10"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["model"]["tag"] == a
+    rollback()
