@@ -83,6 +83,29 @@ def ner() -> list[list[tuple[str, str]]]:
     return _read_conll(SAMPLE / "ner.conll")
 
 
+@pytest.fixture(scope="module")
+def actors() -> list[dict]:
+    return _read_jsonl(SAMPLE / "actors.jsonl")
+
+
+def test_actors_file_is_an_evaluation_set(actors):
+    """At least 20 articles (politics, economy, sport), 60 (article, target, actor) rows, every
+    label, two or more actors per target, and every mention written as it stands in the text."""
+    assert len(actors) >= 20
+    assert {a["domain"] for a in actors} == {"politics", "economy", "sport"}
+    rows = [(a["id"], t["target"], x) for a in actors for t in a["targets"] for x in t["actors"]]
+    assert len(rows) >= 60
+    assert {x["stance"] for _, _, x in rows} == {"favor", "against", "neutral"}
+    assert len({a["id"] for a in actors}) == len(actors)
+    for a in actors:
+        for t in a["targets"]:
+            assert len(t["actors"]) >= 2 and t["target"].strip()
+            for x in t["actors"]:
+                assert x["mentions"] and x["actor"] in x["mentions"]
+                for m in x["mentions"]:
+                    assert m in a["text"], f"{a['id']}: mention {m!r} is not in the text"
+
+
 # --- topic -----------------------------------------------------------------------------------
 
 def test_topic_schema(topic):
@@ -239,12 +262,12 @@ def _shared_sentences(shared: Path) -> tuple[set[str], set[str]]:
 
 
 @pytest.mark.shared
-def test_no_sample_text_in_shared_data(topic, stance, ner):
+def test_no_sample_text_in_shared_data(topic, stance, ner, actors):
     shared = _shared_data_dir()
     if not shared.is_dir():
         pytest.skip(f"shared data not found at {shared}; set KHABAR_SHARED_DATA to check originality")
     prose, tokenized = _shared_sentences(shared)
-    for row in topic + stance:
+    for row in topic + stance + actors:
         for field in ("title", "text", "target"):
             copied = _sentences(row.get(field, "")) & prose
             assert not copied, f"{row['id']} {field} copies shared data: {sorted(copied)[0]!r}"
