@@ -9,7 +9,7 @@ same code. Pick one by name with :func:`make_engine`:
 | ``fp32`` | the PyTorch model as trained (:class:`~khabar.models.predictor.TorchEngine`) |
 | ``onnx-int8`` | ONNX Runtime on a graph exported with ``torch.onnx.export(dynamo=True)``, its feed-forward inputs smoothed (:mod:`khabar.models.smoothing`), and quantized with ``quantize_dynamic`` (int8 weights, activations quantized per call) |
 | ``torch-int8`` | PyTorch dynamic quantization of the encoder's ``nn.Linear`` layers |
-| ``int8`` | the faster of the two on a 2-core AVX2 CPU (measured: :data:`DEFAULT_INT8`) |
+| ``int8`` | :data:`DEFAULT_INT8`, the int8 engine that stays closest to fp32 |
 
 Without a name, :func:`make_engine` reads ``KHABAR_ENGINE`` (default ``fp32``).
 
@@ -18,14 +18,13 @@ the engine's threads are split between streams, each ``session.run`` on its own 
 (ONNX Runtime releases the GIL, and one session may be run from several threads). At hidden size
 384 one GEMM is too small to keep two cores busy, so two single-threaded batches side by side might
 beat one two-threaded batch; the predictor dispatches batches through :meth:`OnnxEngine.map`.
-Measured on the 2-core AVX2 machine (`khabar bench`, offline.yaml model): they did not, 5.09 vs
-6.21 articles/s (362 vs 305 CPU ms per article), so the default stays 1; machines with more cores
-may differ.
+The default is 1 stream; `khabar bench` measures both on the machine at hand (row
+``onnx-int8-streams``; README, "Measured results").
 
 ONNX Runtime's worker threads spin while they wait for the next parallel section unless told not
 to (``spin``, default ``KHABAR_ONNX_SPIN``, on). Between the many small operators of each layer,
-a sleeping thread pays a wake-up each time: on 2 cores a batch of 16 x 128 tokens took 600 ms
-with spinning off and 512 ms with it on. ``KHABAR_ONNX_SPIN=0`` gives the cores back between
+a sleeping thread pays a wake-up each time (the README gives the measured difference).
+``KHABAR_ONNX_SPIN=0`` gives the cores back between
 operators, for machines where other busy processes share them.
 
 The ONNX files are cached per model tag under ``KHABAR_HOME/cache/onnx/<name>-<version>/``
@@ -55,9 +54,8 @@ from khabar.env import khabar_home
 from khabar.models.predictor import TorchEngine
 
 ENGINE_NAMES = ("fp32", "int8", "onnx-int8", "torch-int8")
-# Measured with `khabar bench` on the offline-1h model (2 AVX2 cores, 200 articles): PyTorch's
-# dynamic int8 was 9% faster (4.43 vs 4.06 articles/s) but ONNX Runtime's stays much closer to
-# fp32 (entity F1 against fp32 0.79 vs 0.64, same stance 94% vs 89%), so it is the int8 default.
+# ONNX Runtime's int8 (smoothed) stays much closer to fp32 than PyTorch's dynamic int8 in the
+# bench's agreement columns (README, "Measured results"), so it is the int8 default.
 DEFAULT_INT8 = "onnx-int8"
 # Bump when the export recipe changes, so stale cached graphs are rebuilt.
 EXPORT_VERSION = 3  # 3: feed-forward inputs smoothed before int8 (models/smoothing.py)

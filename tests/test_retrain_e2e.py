@@ -29,7 +29,6 @@ import pytest
 from service_server import running
 from test_training import toy_config, toy_files
 
-pytest.importorskip("khabar.serving.reload", reason="the service's reloader (serving/reload.py) is not written yet")
 
 SPORT = "المدرب قال بعد المباراة إن الفريق سجل هدف في الملعب"
 POLL_S = "1"
