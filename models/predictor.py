@@ -25,11 +25,13 @@ ALL_API_TASKS = tuple(API_TASKS)
 
 @dataclass
 class LabelRequest:
-    """One article to label; ``tasks`` use the API names (topic, stance, entities)."""
+    """One article to label; ``tasks`` use the API names (topic, stance, entities, and ``actors``:
+    each actor's stance toward each target, from ``actors`` and the PERS / ORG entities found)."""
 
     text: str
     targets: Sequence[str] = ()
     tasks: Sequence[str] = ALL_API_TASKS
+    actors: Sequence[str] = ()
 
 
 @dataclass
@@ -38,6 +40,8 @@ class _Prepared:
     tasks: set[str]
     targets: list[str]
     warnings: list[str] = field(default_factory=list)
+    actors: list[str] | None = None  # None: actor stance not asked for
+    hide_entities: bool = False  # entities computed for the actors only
 
 
 def arabic_ratio(text: str) -> float:
@@ -164,6 +168,10 @@ class Predictor:
         results = [self._empty_result(p) for p in prepared]
         self._run_single(prepared, results)
         self._run_stance(prepared, results)
+        if any(p.actors is not None for p in prepared):
+            from khabar.models.actor_stance import label_actors
+
+            label_actors(self, prepared, results)
         return results
 
     def label_one(self, text: str, targets: Sequence[str] = (), tasks: Sequence[str] = ALL_API_TASKS) -> dict:
@@ -172,13 +180,22 @@ class Predictor:
 
     # -- internals -----------------------------------------------------------------------------
     def _prepare(self, req: LabelRequest) -> _Prepared:
-        unknown = [t for t in req.tasks if t not in API_TASKS]
+        tasks = [t for t in req.tasks if t != "actors"]
+        unknown = [t for t in tasks if t not in API_TASKS]
         if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; choose from {list(API_TASKS)}")
-        missing = [t for t in req.tasks if API_TASKS[t] not in self.schema.tasks]
+            raise ValueError(f"unknown task(s) {unknown}; choose from {list(API_TASKS) + ['actors']}")
+        missing = [t for t in tasks if API_TASKS[t] not in self.schema.tasks]
         if missing:
             raise ValueError(f"this model has no {missing} task(s); it has {self.api_tasks}")
-        prep = _Prepared(norm=normalize(req.text), tasks=set(req.tasks), targets=list(req.targets))
+        prep = _Prepared(norm=normalize(req.text), tasks=set(tasks), targets=list(req.targets))
+        if req.actors or "actors" in req.tasks:
+            if "stance" not in self.schema.tasks:
+                raise ValueError(f"actor stance needs a stance head; this model has {self.api_tasks}")
+            prep.actors = list(req.actors)
+            prep.tasks.add("stance")  # actors are reported under each target's stance
+            if "ner" in self.schema.tasks and "entities" not in prep.tasks:
+                prep.tasks.add("entities")  # PERS / ORG entities are actors too
+                prep.hide_entities = True
         ratio = arabic_ratio(req.text)
         if ratio < 0.5:
             prep.warnings.append(

@@ -1,0 +1,55 @@
+"""Each actor's stance toward each target, with the sentences it rests on.
+
+For every (article, target), the actors are found and their mentions grouped
+(:mod:`khabar.models.actors`); each actor's evidence clauses are read as one short text by the same
+stance head the article-level stance uses (pair classification of target and text, hybrid blend
+included), and its four labels are folded into three: ``unrelated`` becomes ``neutral``, since an
+actor whose words do not bear on the target takes no side on it. All (target, actor) pairs of a
+batch go through the encoder together.
+"""
+from __future__ import annotations
+
+from khabar.models.actors import evidence, find_actors
+from khabar.models.normalize import normalize
+
+ACTOR_LABELS = ("favor", "against", "neutral")
+
+
+def _fold_scores(scores: dict) -> dict:
+    return {"favor": scores.get("favor", 0.0), "against": scores.get("against", 0.0),
+            "neutral": scores.get("neutral", 0.0) + scores.get("unrelated", 0.0)}
+
+
+def label_actors(predictor, prepared: list, results: list[dict]) -> None:
+    """Add ``actors`` to every stance entry of the requests that asked for them (in place)."""
+    from khabar.models.predictor import _Prepared
+
+    jobs, pairs = [], []
+    for i, p in enumerate(prepared):
+        if p.actors is None:
+            continue
+        text = p.norm.original
+        actors = find_actors(text, p.actors, results[i]["entities"]) if p.norm.text.strip() else []
+        for entry in results[i]["stance"]:
+            entry["actors"] = []
+            for actor in actors:
+                clauses = evidence(text, actor, [a for a in actors if a is not actor])
+                jobs.append((i, entry, actor, clauses))
+                snippet = " ".join(text[s:e] for s, e in clauses)
+                pairs.append(_Prepared(norm=normalize(snippet), tasks={"stance"}, targets=[entry["target"]]))
+        if p.hide_entities:
+            results[i]["entities"] = []
+    if not pairs:
+        return
+    scored = [{"topic": None, "stance": [], "entities": [], "warnings": [], "model": {}} for _ in pairs]
+    predictor._run_stance(pairs, scored)
+    for (i, entry, actor, clauses), res in zip(jobs, scored):
+        text = prepared[i].norm.original
+        scores = _fold_scores(res["stance"][0]["scores"]) if res["stance"] else {"neutral": 1.0, "favor": 0.0, "against": 0.0}
+        label = max(ACTOR_LABELS, key=lambda k: scores[k])
+        entry["actors"].append({
+            "actor": actor.name, "source": actor.source, "label": label, "score": float(scores[label]),
+            "scores": {k: float(scores[k]) for k in ACTOR_LABELS},
+            "mentions": [{"text": text[s:e], "start": s, "end": e} for s, e in actor.mentions],
+            "evidence": [{"text": text[s:e], "start": s, "end": e} for s, e in clauses],
+        })

@@ -1,0 +1,89 @@
+"""Actors: mentions found and grouped with exact offsets, evidence clauses, actor stance in results."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from khabar.models.actors import clauses, evidence, find_actors, short_forms
+
+ARTICLE = ("أعلن رئيس الوزراء سالم الجبوري توقيع الاتفاق الأمني مع الولايات المتحدة، ورحبت الحكومة العراقية بالاتفاق. "
+           "ووصل قائد فيلق القدس إسماعيل قآاني إلى بغداد، والتقى قآاني قادة الأحزاب. "
+           "أما الفصائل المسلحة فقد أعلنت أنها ترفض نتائج الحوار، وقالت الفصائل إن الاتفاق لا يلزمها. "
+           "وعارض حزب التجمع الاتفاق، وقال الحزب إنه مرفوض، بينما أيده حزب الوفاق.")
+
+
+def test_mentions_are_grouped_with_exact_offsets():
+    actors = {a.name: a for a in find_actors(ARTICLE, ["الفصائل المسلحة", "الحكومة العراقية", "إسماعيل قآاني",
+                                                         "حزب التجمع", "حزب الوفاق"], [])}
+    texts = lambda a: [ARTICLE[s:e] for s, e in actors[a].mentions]  # noqa: E731
+    assert texts("الفصائل المسلحة") == ["الفصائل المسلحة", "الفصائل"]
+    assert texts("إسماعيل قآاني") == ["إسماعيل قآاني", "قآاني"]
+    assert texts("الحكومة العراقية") == ["الحكومة العراقية"]
+    # "الحزب" goes to the party named last before it, not to the other one
+    assert texts("حزب التجمع") == ["حزب التجمع", "الحزب"]
+    assert texts("حزب الوفاق") == ["حزب الوفاق"]
+
+
+def test_mentions_with_proclitics_and_spelling_variants():
+    text = "التقى الوزير بالحكومة العراقيه ثم قال للحكومة العراقية إن وفد الحكومة العراقية وصل."
+    actor = find_actors(text, ["الحكومة العراقية"], [])[0]
+    assert [text[s:e] for s, e in actor.mentions] == ["الحكومة العراقيه", "لحكومة العراقية", "الحكومة العراقية"]
+
+
+def test_entities_become_actors_and_short_forms_join_them():
+    start = ARTICLE.index("سالم الجبوري")
+    ents = [{"text": "سالم الجبوري", "label": "PERS", "start": start, "end": start + len("سالم الجبوري")},
+            {"text": "بغداد", "label": "LOC", "start": ARTICLE.index("بغداد"), "end": ARTICLE.index("بغداد") + 5}]
+    actors = find_actors(ARTICLE, [], ents)
+    assert [a.name for a in actors] == ["سالم الجبوري"]  # places are not actors
+    assert actors[0].source == "PERS"
+    assert short_forms("سالم الجبوري", "PERS") == ["الجبوري"]
+    assert short_forms("الفصائل المسلحة", "user") == ["الفصائل"]
+    assert short_forms("حزب التجمع", "user") == []
+
+
+def test_clauses_split_where_the_report_turns_to_another_side():
+    parts = [ARTICLE[s:e] for s, e in clauses(ARTICLE)]
+    assert "بينما أيده حزب الوفاق" in parts
+    assert all(p == p.strip() and p for p in parts)
+    actors = find_actors(ARTICLE, ["حزب التجمع", "حزب الوفاق"], [])
+    ev = [ARTICLE[s:e] for s, e in evidence(ARTICLE, actors[0], actors[1:])]
+    assert any("وعارض حزب التجمع الاتفاق" in c for c in ev)
+    assert not any("حزب الوفاق" in c for c in ev)
+
+
+def test_predictor_answers_actors_under_each_target(tiny_loaded):
+    from khabar.models.predictor import LabelRequest, Predictor
+
+    p = Predictor.from_loaded(tiny_loaded)
+    res = p.label([LabelRequest(ARTICLE, ["الاتفاق الأمني"], ("topic",), actors=("الفصائل المسلحة", "حزب التجمع"))])[0]
+    assert res["entities"] == []  # computed for the actors, not asked for
+    entry = res["stance"][0]
+    names = [a["actor"] for a in entry["actors"]]
+    assert {"الفصائل المسلحة", "حزب التجمع"} <= set(names)
+    for a in entry["actors"]:
+        assert a["label"] in ("favor", "against", "neutral")
+        assert abs(sum(a["scores"].values()) - 1) < 1e-5
+        for span in a["mentions"] + a["evidence"]:
+            assert ARTICLE[span["start"]: span["end"]] == span["text"]
+        assert a["evidence"], "every actor found has the clauses that mention it"
+    with pytest.raises(ValueError, match="unknown task"):
+        p.label([LabelRequest(ARTICLE, ["x"], ("actor",))])
+
+
+def test_sample_actor_mentions_are_grouped():
+    """On the project's own actors.jsonl, the user's actors are found with all their gold forms."""
+    rows = [json.loads(line) for line in
+            (Path(__file__).resolve().parents[1] / "data" / "sample" / "actors.jsonl").read_text().splitlines()]
+    total = grouped = 0
+    for r in rows:
+        for t in r["targets"]:
+            names = [a["actor"] for a in t["actors"]]
+            found = {a.name: {r["text"][s:e] for s, e in a.mentions} for a in find_actors(r["text"], names, [])}
+            for gold in t["actors"]:
+                total += 1
+                got = found.get(gold["actor"], set())
+                grouped += all(any(m.endswith(g) or g.endswith(m) for m in got) for g in gold["mentions"])
+    assert grouped / total >= 0.95
