@@ -87,3 +87,24 @@ def test_sample_actor_mentions_are_grouped():
                 got = found.get(gold["actor"], set())
                 grouped += all(any(m.endswith(g) or g.endswith(m) for m in got) for g in gold["mentions"])
     assert grouped / total >= 0.95
+
+
+def test_eval_actors_cli_reports_stance_grouping_and_baseline(tiny_model_tag, tmp_path):
+    from typer.testing import CliRunner
+
+    from khabar.cli import app
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample" / "actors.jsonl"
+    rows = sample.read_text(encoding="utf-8").splitlines()[:3]
+    path = tmp_path / "actors.jsonl"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["eval", "--model", tiny_model_tag, "--actors", str(path), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "o" / "actors.json").read_text())
+    n = sum(len(t["actors"]) for r in map(json.loads, rows) for t in r["targets"])
+    assert m["n"] == n and 0 <= m["macro_f1"] <= 1 and m["grouping_accuracy"] >= 0.9
+    assert "baseline_article_stance" in m and "khabar actor stance" in (tmp_path / "o" / "actors.md").read_text()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "نص", "targets": [{"target": "x", "actors": [{"actor": "a", "stance": "maybe"}]}]}\n')
+    res = CliRunner().invoke(app, ["eval", "--model", tiny_model_tag, "--actors", str(bad), "--out", str(tmp_path / "o2")])
+    assert res.exit_code == 2 and "bad.jsonl:1" in res.output

@@ -12,6 +12,7 @@ def eval_command(
     topic: Optional[Path] = typer.Option(None, "--topic", help="Topic file (JSONL/CSV, ../shared/data format)."),
     stance: List[Path] = typer.Option([], "--stance", help="Stance file; repeat for several (scored per file)."),
     ner: List[Path] = typer.Option([], "--ner", help="NER file (CoNLL); repeat for several."),
+    actors: Optional[Path] = typer.Option(None, "--actors", help="Actor-stance file (data/sample/actors.jsonl format): accuracy, macro-F1, mention grouping, against the article-stance baseline."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A ../shared/data-style folder: its dev splits fill in the tasks not given as files."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for metrics.json, report.md and report.html."),
     compare: Optional[str] = typer.Option(None, "--compare", help="Also evaluate this model tag on the same files; report deltas with significance."),
@@ -42,6 +43,10 @@ def eval_command(
         from khabar.models.registry import serving_tag
 
         model = serving_tag(model)
+        if actors is not None:
+            _eval_actors(model, actors, out, log)
+            if not (topic or stance or ner or data_dir):
+                return
         sets, settings = prepare(model, topic=topic, stance=stance, ner=ner, data_dir=data_dir,
                                  compare=compare, limit=limit)
     except (EvalInputError, ModelStoreError) as err:
@@ -58,6 +63,32 @@ def eval_command(
     for w in ev.warnings:
         log(f"warning: {w}")
     typer.echo(str(paths["html"]))
+
+
+def _eval_actors(model: str, path: Path, out: Path, log) -> None:
+    """Score actor stance on ``path``; writes actors.json and actors.md under ``out``."""
+    import json
+
+    from tqdm.auto import tqdm
+
+    from khabar.eval.actors import ActorsFileError, actors_markdown, evaluate_actors, read_actors_file
+    from khabar.models.predictor import Predictor
+    from khabar.models.store import load_model
+
+    try:
+        rows = read_actors_file(path)
+    except (OSError, ActorsFileError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2)
+    loaded = load_model(model)
+    with tqdm(total=len(rows), desc="actor stance", unit="article") as bar:
+        m = evaluate_actors(Predictor.from_loaded(loaded), rows, progress=bar.update)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "actors.json").write_text(json.dumps({"model": loaded.tag, "file": str(path), **m}, ensure_ascii=False,
+                                                indent=2), encoding="utf-8")
+    (out / "actors.md").write_text(actors_markdown(m, loaded.tag, str(path)), encoding="utf-8")
+    log(f"actors: macro-F1 {m['macro_f1']:.3f} (article-stance baseline {m['baseline_article_stance']['macro_f1']:.3f}), "
+        f"grouping {m['grouping_accuracy']:.1%}, {m['n']} rows -> {out / 'actors.md'}")
 
 
 def register(app: typer.Typer) -> None:
