@@ -39,7 +39,7 @@ DEV_SETS = [("stance", "ans", Path("stance/ans/dev.jsonl")), ("stance", "baly201
             ("ner", "anercorp", Path("ner/anercorp/dev.conll"))]
 TARGETS = {"predictor_int8": 4.0, "service": 3.0, "service_rss_mb": 1536.0, "training": 1.3}
 ROW_KEYS = ("baseline", "fp32", "onnx-int8", "torch-int8", "onnx-int8-streams", "service", "batch", "training",
-            "dev")
+            "dev", "actors")
 
 
 class BenchError(RuntimeError):
@@ -206,6 +206,7 @@ def run_bench(opts: BenchOptions, log=print) -> dict:
     training = _training(opts, prep, threads, work, log)
     dev = _dev(opts, common, run, log)
     report = _report(opts, tag, prep, articles, threads, started, rows, training, dev, int8)
+    report["actors"] = _actors(opts, common, run, log)
     out_dir = Path(opts.out_dir) if opts.out_dir else reports_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -251,6 +252,14 @@ def _dev(opts: BenchOptions, common: dict, run, log) -> dict:
     if "skipped" in result:
         return {"status": f"skipped: {result['skipped']}"}
     return {"status": "ok", **result}
+
+
+def _actors(opts: BenchOptions, common: dict, run, log) -> dict:
+    if "actors" in opts.skip:
+        return {"status": "skipped: --skip"}
+    log("row actors: /label latency of 600-word articles, 1 target, with and without 4 actors")
+    result = run("actors", {"engine": common["engine"], "words": 600, "n_actors": 20})
+    return {"status": f"skipped: {result['skipped']}"} if "skipped" in result else {"status": "ok", **result}
 
 
 def _report(opts, tag, prep, articles, threads, started, rows, training, dev, int8) -> dict:

@@ -104,6 +104,17 @@ def machine_line(report: dict) -> str:
     return line + "\n"
 
 
+def actors_line(report: dict) -> str:
+    """Actor stance's cost: /label latency with and without actors."""
+    a = report.get("actors") or {}
+    if a.get("status") != "ok":
+        return f"Actor stance latency: {a.get('status', 'not measured')}.\n"
+    return (f"Actor stance latency ({a['n']} articles cut to {a['words']} words, 1 target, "
+            f"{a['actors_per_article']:.1f} actors each, one article per call): p50 {a['actors_ms']['p50']:.0f} ms "
+            f"(p95 {a['actors_ms']['p95']:.0f}) with actors against {a['plain_ms']['p50']:.0f} ms "
+            f"(p95 {a['plain_ms']['p95']:.0f}) without: {a['ratio_p50']:.2f}× at the median.\n")
+
+
 def markdown(report: dict) -> str:
     """The whole report: settings, the table, ratios against the targets, training, dev check."""
     r = report["ratios"]
@@ -133,5 +144,6 @@ def markdown(report: dict) -> str:
         work_table(report),
         int8_lines(report),
         dev_table(report),
+        actors_line(report),
     ]
     return "\n".join(lines)

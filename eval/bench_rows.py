@@ -342,7 +342,45 @@ def row_dev(spec: dict) -> dict:
     return {"engine": int8, "sets": sets}
 
 
-ROWS = {"prepare": row_prepare, "baseline": row_baseline, "predictor": row_predictor, "dev": row_dev}
+def row_actors(spec: dict) -> dict:
+    """Latency of labelling one 600-word article with 1 target and 4 actors, against the same call
+    without actors (int8 engine as served), one article per call as /label gets them. The actors
+    are four PERS / ORG names the model itself finds in each article (what a user would track)."""
+    import numpy as np
+
+    from khabar.models.engines import make_engine
+    from khabar.models.predictor import LabelRequest, Predictor
+    from khabar.models.store import load_model
+
+    threads = _threads(spec)
+    loaded = load_model(spec["tag"])
+    predictor = Predictor.from_loaded(loaded, threads=threads, engine=make_engine(spec.get("engine"), loaded,
+                                                                                  threads=threads))
+    words = int(spec.get("words", 600))
+    articles = [a for a in read_articles(Path(spec["articles"])) if len(a["text"].split()) >= words]
+    texts = [" ".join(a["text"].split()[:words]) for a in articles[: int(spec.get("n_actors", 20))]]
+    if not texts:
+        return {"skipped": f"no article of {words} words or more"}
+    calls = []
+    for text in texts:
+        ents = predictor.label_one(text, tasks=["entities"])["entities"]
+        names = list(dict.fromkeys(e["text"] for e in ents if e["label"] in ("PERS", "ORG")))[:4]
+        calls.append((text, names))
+    predictor.label([LabelRequest(calls[0][0], [spec["target"]], actors=calls[0][1])])  # warm-up
+    plain, with_actors = [], []
+    for text, names in calls:
+        for out, actors in ((plain, ()), (with_actors, names)):
+            t0 = time.perf_counter()
+            predictor.label([LabelRequest(text, [spec["target"]], actors=actors)])
+            out.append((time.perf_counter() - t0) * 1000)
+    return {"n": len(calls), "words": words, "actors_per_article": float(np.mean([len(n) for _, n in calls])),
+            "plain_ms": {"p50": float(np.percentile(plain, 50)), "p95": float(np.percentile(plain, 95))},
+            "actors_ms": {"p50": float(np.percentile(with_actors, 50)), "p95": float(np.percentile(with_actors, 95))},
+            "ratio_p50": float(np.percentile(with_actors, 50) / np.percentile(plain, 50))}
+
+
+ROWS = {"prepare": row_prepare, "baseline": row_baseline, "predictor": row_predictor, "dev": row_dev,
+        "actors": row_actors}
 
 
 def main(argv: list[str]) -> int:

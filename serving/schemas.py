@@ -13,8 +13,9 @@ from pydantic_core import PydanticCustomError
 
 from khabar.serving.settings import SETTINGS
 
-Task = Literal["topic", "stance", "entities"]
-TASKS: tuple[str, ...] = ("topic", "stance", "entities")
+Task = Literal["topic", "stance", "entities", "actors"]
+TASKS: tuple[str, ...] = ("topic", "stance", "entities", "actors")
+MAX_ACTORS = 16
 
 Target = Annotated[str, Field(min_length=1, max_length=SETTINGS.max_target_chars,
                               description="A claim, agreement or policy to judge the article's stance toward.")]
@@ -35,7 +36,12 @@ class LabelRequest(_Strict):
     targets: list[Target] = Field(default_factory=list, max_length=SETTINGS.max_targets,
                                   description="Stance targets; the stance toward each is returned in order.")
     tasks: Optional[list[Task]] = Field(None, min_length=1, max_length=len(TASKS),
-                                        description="Tasks to run; default: every task the model has.")
+                                        description="Tasks to run; default: every task the model has. "
+                                                    "'actors' adds each actor's stance under every target.")
+    actors: list[Target] = Field(default_factory=list, max_length=MAX_ACTORS,
+                                 description="Names or group nouns to track (e.g. \"الفصائل المسلحة\"); with them, "
+                                             "every target's stance lists each actor found in the text, these and "
+                                             "the people and organisations the model finds.")
 
     @field_validator("text")
     @classmethod
@@ -44,15 +50,16 @@ class LabelRequest(_Strict):
             raise PydanticCustomError("empty_text", "text is empty or only whitespace: send the article's text")
         return text
 
-    @field_validator("targets")
+    @field_validator("targets", "actors")
     @classmethod
-    def _targets_have_content(cls, targets: list[str]) -> list[str]:
-        for i, target in enumerate(targets):
-            if not target.strip():
+    def _items_have_content(cls, items: list[str], info) -> list[str]:
+        what = info.field_name[:-1]
+        for i, item in enumerate(items):
+            if not item.strip():
                 raise PydanticCustomError(
-                    "empty_target", "target {index} is empty or only whitespace: remove it or name a target",
-                    {"index": i})
-        return targets
+                    f"empty_{what}", "{what} {index} is empty or only whitespace: remove it or name one",
+                    {"index": i, "what": what})
+        return items
 
     @field_validator("tasks")
     @classmethod
@@ -85,10 +92,29 @@ class Scored(BaseModel):
     scores: dict[str, float]
 
 
+class Span(BaseModel):
+    """A stretch of the request's text; ``text == request.text[start:end]``."""
+
+    text: str
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+
+
+class ActorStance(Scored):
+    """One actor's stance toward the target (favor, against, or neutral when it takes no side),
+    where the text names it, and the clauses the label rests on."""
+
+    actor: str
+    source: str = Field(description="'user' (from the request's actors), or 'PERS' / 'ORG' (an entity found)")
+    mentions: list[Span]
+    evidence: list[Span]
+
+
 class StanceResult(Scored):
-    """The article's stance toward one target."""
+    """The article's stance toward one target (and each actor's, when actors were asked for)."""
 
     target: str
+    actors: Optional[list[ActorStance]] = None
 
 
 class Entity(BaseModel):

@@ -47,9 +47,11 @@ class Khabar:
         return getattr(self, "holder", None) is not None
 
     @bentoml.api(route="/label", input_spec=LabelRequest)
-    async def label(self, text: str, targets: list[str], tasks: list[str] | None) -> LabelResult:
-        """Label one article: topic, stance toward each target, entities with offsets into `text`."""
-        item = LabelRequest(text=text, targets=targets, tasks=tasks)
+    async def label(self, text: str, targets: list[str], tasks: list[str] | None,
+                    actors: list[str]) -> LabelResult:
+        """Label one article: topic, stance toward each target (and each actor's, with `actors`),
+        entities with offsets into `text`."""
+        item = LabelRequest(text=text, targets=targets, tasks=tasks, actors=actors)
         out = await self._label([item])
         return out if isinstance(out, JSONResponse) else LabelResult.model_validate(out[0])
 
@@ -65,7 +67,7 @@ class Khabar:
         """Internal (404 from outside): the articles of concurrent requests, labelled in one pass."""
         ITEMS_PER_CALL.observe(len(items))
         predictor = self.holder.live.predictor  # one model for the whole call, even during a switch
-        reqs = [PredictorRequest(i.text, i.targets, i.tasks or predictor.api_tasks) for i in items]
+        reqs = [PredictorRequest(i.text, i.targets, i.tasks or predictor.api_tasks, i.actors) for i in items]
         return predictor.label(reqs)
 
     def info(self) -> dict:
@@ -87,6 +89,7 @@ class Khabar:
     async def _label(self, items: list[LabelRequest]) -> list[dict] | JSONResponse:
         """Check tasks against the model, then run the items through the batching endpoint."""
         have = self.holder.live.predictor.api_tasks
+        have = have + ["actors"] if "stance" in have else have  # actor stance reads with the stance head
         for n, item in enumerate(items):
             missing = [t for t in (item.tasks or ()) if t not in have]
             if missing:
@@ -97,7 +100,7 @@ class Khabar:
         except ServiceUnavailable:
             return _error(503, "the service is overloaded: retry shortly", {"Retry-After": "5"})
         for item, result in zip(items, results):
-            if "stance" in (item.tasks or ()) and not item.targets:
+            if ({"stance", "actors"} & set(item.tasks or ()) or item.actors) and not item.targets:
                 result["warnings"].append("stance was asked for without targets: add them in 'targets'")
         return results
 

@@ -59,10 +59,11 @@ def assert_same(got, want, path="row"):
 def reference(tiny_loaded):
     """Labels for the sample texts straight from the Predictor, as POST /label computes them."""
     from khabar.models.predictor import LabelRequest, Predictor
+    from khabar.serving.batch.scorer import actor_column
 
     p = Predictor(tiny_loaded.model, tiny_loaded.tokenizer, tiny_loaded.schema, model_info=tiny_loaded.info)
     texts = sample_texts(24)
-    return {f"n{i}": {"id": f"n{i}", **res}
+    return {f"n{i}": {"id": f"n{i}", **actor_column(res)}
             for i, res in enumerate(p.label([LabelRequest(t, TARGETS) for t in texts]))}
 
 
@@ -92,6 +93,26 @@ def test_every_format_in_and_out_matches_the_service_labels(tiny_model_tag, refe
     assert [str(r["id"]) for r in got] == ids  # input order, one row each
     assert_same(got, [reference[i] for i in ids])
     assert not errors_path(out).exists() and not out.with_name(out.name + ".parts").exists()
+
+
+@pytest.mark.parametrize("dst", [".parquet", ".csv", ".jsonl"])
+def test_actor_option_fills_the_actors_column(tiny_model_tag, tmp_path, dst):
+    text = "رحبت الحكومة العراقية بالاتفاق الأمني. أما الفصائل المسلحة فقد رفضته، وقالت الفصائل إنه لا يلزمها."
+    inp = write_rows(tmp_path / "in.jsonl", [{"id": "a1", "text": text}, {"id": "a2", "text": sample_texts(1)[0]}])
+    out = tmp_path / f"out{dst}"
+    res = CliRunner().invoke(__import__("khabar.cli", fromlist=["app"]).app, [
+        "score", str(inp), "-o", str(out), "--model", tiny_model_tag, "-t", TARGETS[0],
+        "--actor", "الحكومة العراقية", "--actor", "الفصائل المسلحة", "-q"])
+    assert res.exit_code == 0, res.output
+    rows = {str(r["id"]): r for r in read_output(out)}
+    actors = {a["actor"]: a for a in rows["a1"]["actors"]}
+    assert {"الحكومة العراقية", "الفصائل المسلحة"} <= set(actors)
+    fac = actors["الفصائل المسلحة"]
+    assert fac["target"] == TARGETS[0] and fac["label"] in ("favor", "against", "neutral")
+    assert [m["text"] for m in fac["mentions"]] == ["الفصائل المسلحة", "الفصائل"]
+    for span in fac["mentions"] + fac["evidence"]:
+        assert text[span["start"]: span["end"]] == span["text"]
+    assert "actors" not in rows["a1"]["stance"][0]  # one place for them: the actors column
 
 
 def test_error_rows_go_to_the_errors_file_and_the_job_goes_on(tiny_model_tag, tmp_path):

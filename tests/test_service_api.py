@@ -178,6 +178,11 @@ BAD = [
     ("too many targets", {"text": CAIRO, "targets": [f"هدف {i}" for i in range(17)]}, 422, ["targets", "16"]),
     ("empty target", {"text": CAIRO, "targets": ["الحل", "  "]}, 422, ["target 1", "empty"]),
     ("unknown task", {"text": CAIRO, "tasks": ["sentiment"]}, 422, ["tasks.0", "topic"]),
+    ("actors not a list", {"text": CAIRO, "targets": ["x"], "actors": "الحكومة"}, 422, ["actors", "array"]),
+    ("actor not a string", {"text": CAIRO, "targets": ["x"], "actors": ["الحكومة", 7]}, 422, ["actors.1"]),
+    ("empty actor", {"text": CAIRO, "targets": ["x"], "actors": ["الحكومة", " "]}, 422, ["actor 1", "empty"]),
+    ("too many actors", {"text": CAIRO, "targets": ["x"], "actors": [f"طرف {i}" for i in range(17)]}, 422,
+     ["actors", "16"]),
     ("empty task list", {"text": CAIRO, "tasks": []}, 422, ["tasks"]),
     ("misspelt field", {"text": CAIRO, "target": ["x"]}, 422, ["target", "unknown field"]),
     ("array body", [CAIRO], 422, []),
@@ -198,6 +203,26 @@ def test_bad_input_gets_a_clear_4xx(client, name, body, status, words):
     assert isinstance(message, str) and len(message) > 10
     for word in words:
         assert word.lower() in message.lower(), message
+
+
+def test_actors_come_back_under_each_target_with_exact_offsets(client):
+    text = ("رحبت الحكومة العراقية بالاتفاق. أما الفصائل المسلحة فقد رفضت الاتفاق، وقالت الفصائل إنه لا يلزمها.")
+    body = client.post("/label", json={"text": text, "targets": ["الاتفاق", "الانتخابات"], "tasks": ["topic"],
+                                       "actors": ["الحكومة العراقية", "الفصائل المسلحة"]}).json()
+    assert body["entities"] == []  # found for the actors, not asked for
+    assert [s["target"] for s in body["stance"]] == ["الاتفاق", "الانتخابات"]
+    for entry in body["stance"]:
+        actors = {a["actor"]: a for a in entry["actors"]}
+        assert {"الحكومة العراقية", "الفصائل المسلحة"} <= set(actors)
+        assert [m["text"] for m in actors["الفصائل المسلحة"]["mentions"]] == ["الفصائل المسلحة", "الفصائل"]
+        for a in entry["actors"]:
+            assert a["label"] in ("favor", "against", "neutral")
+            for span in a["mentions"] + a["evidence"]:
+                assert text[span["start"]: span["end"]] == span["text"]
+    plain = client.post("/label", json={"text": text, "targets": ["الاتفاق"]}).json()
+    assert plain["stance"][0].get("actors") is None  # an addition only when asked for
+    batch = client.post("/label_batch", json={"items": [{"text": text, "targets": ["الاتفاق"], "actors": ["الحكومة العراقية"]}]})
+    assert batch.status_code == 200 and batch.json()["results"][0]["stance"][0]["actors"]
 
 
 def test_other_bad_requests(client):

@@ -194,3 +194,40 @@ def test_page_labels_an_article(server, chrome, _isolated_home):
 
     chrome.screenshot(_isolated_home / "reports" / "ui.png")
     assert (_isolated_home / "reports" / "ui.png").stat().st_size > 10_000
+
+
+ACTOR_ARTICLE = ("رحبت الحكومة العراقية بالاتفاق الأمني. أما الفصائل المسلحة فقد أعلنت أنها ترفض الاتفاق، "
+                 "وقالت الفصائل إنه لا يلزمها.")
+ACTORS = ["الحكومة العراقية", "الفصائل المسلحة"]
+
+
+def test_page_shows_each_actors_stance_and_evidence(server, chrome):
+    """Actors typed on the page come back under their target, with their stance and the evidence
+    sentences highlighted, as the API answers them."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    expected = httpx.post(f"{server.url}/label", json={"text": ACTOR_ARTICLE, "targets": TARGETS[:1], "actors": ACTORS},
+                          headers=headers, timeout=120).json()
+    want = {a["actor"]: a for a in expected["stance"][0]["actors"]}
+    assert set(ACTORS) <= set(want)
+
+    chrome.send("Page.navigate", url=f"{server.url}/ui")
+    chrome.wait_for("document.readyState === 'complete' && !!document.getElementById('analyze')")
+    chrome.js(f"sessionStorage.setItem('khabar.token', {json.dumps(TOKEN)})")
+    chrome.send("Page.reload")
+    chrome.wait_for("document.readyState === 'complete' && !!document.getElementById('analyze')")
+    chrome.type_into("article", ACTOR_ARTICLE)
+    chrome.type_into("target-input", TARGETS[0])
+    chrome.click("add-target")
+    for actor in ACTORS:
+        chrome.type_into("actor-input", actor)
+        chrome.click("add-actor")
+    chrome.click("analyze")
+    chrome.wait_for("!document.getElementById('result').hidden")
+    shown = chrome.js("""Array.from(document.querySelectorAll('#stance li.actor')).map(li => ({
+        actor: li.dataset.actor, label: li.dataset.label,
+        evidence: Array.from(li.querySelectorAll('q.evidence')).map(q => [+q.dataset.start, +q.dataset.end, q.textContent])}))""")
+    assert {s["actor"]: s["label"] for s in shown} == {k: v["label"] for k, v in want.items()}
+    for s in shown:
+        assert s["evidence"], f"{s['actor']}: evidence is shown"
+        for start, end, text in s["evidence"]:
+            assert ACTOR_ARTICLE[start:end] == text

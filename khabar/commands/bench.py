@@ -17,7 +17,7 @@ def bench_command(
     train_steps: int = typer.Option(30, "--train-steps", min=2, help="Optimisation steps of each training loop."),
     train_batch: int = typer.Option(16, "--train-batch", min=1, help="Batch size of both training loops."),
     dev_limit: int = typer.Option(300, "--dev-limit", min=0, help="Examples per dev set in the int8 check (0: all)."),
-    skip: List[str] = typer.Option([], "--skip", help="Rows to leave out (repeat or comma-separate): baseline, fp32, onnx-int8, torch-int8, onnx-int8-streams, service, batch, training, dev."),
+    skip: List[str] = typer.Option([], "--skip", help="Rows to leave out (repeat or comma-separate): baseline, fp32, onnx-int8, torch-int8, onnx-int8-streams, service, batch, training, dev, actors."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for bench.json and bench.md (default: KHABAR_HOME/reports)."),
 ) -> None:
     """Label N real articles with every khabar path and with three plain pipelines; print and save the table."""

@@ -20,6 +20,7 @@ def score_command(
     output: Path = typer.Option(..., "--output", "-o", help="Where labels go: .jsonl, .csv or .parquet (by extension)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model tag in the store (default: the promoted model, else the newest)."),
     targets: List[str] = typer.Option([], "--targets", "--target", "-t", help="A stance target; repeat for several: -t 'A' -t 'B'."),
+    actors: List[str] = typer.Option([], "--actor", "--actors", "-a", help="An actor to track (a name or group noun); repeat for several. Adds the 'actors' column: each actor's stance toward each target, with mentions and evidence."),
     tasks: List[str] = typer.Option([], "--tasks", help="topic, stance, entities (repeat or comma-separate); default: all the model has."),
     text_field: str = typer.Option("text", "--text-field", help="Field/column holding the article text."),
     id_field: str = typer.Option("id", "--id-field", help="Field/column holding the article id."),
@@ -48,7 +49,7 @@ def score_command(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     opts = ScoreOptions(
-        input=input, output=output, model=model, targets=list(targets),
+        input=input, output=output, model=model, targets=list(targets), actors=list(actors),
         tasks=[t.strip() for spec in tasks for t in spec.split(",") if t.strip()],
         text_field=text_field, id_field=id_field, batch_size=batch_size, max_chars=max_chars,
         part_size=part_size, restart=restart, engine=engine.value, ray_address=ray_address,

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
            ".parquet": "parquet", ".pq": "parquet"}
-RESULT_KEYS = ("topic", "stance", "entities", "warnings", "model")
+RESULT_KEYS = ("topic", "stance", "entities", "warnings", "model", "actors")
 _PEEK_ROWS = 100
 
 # Articles can be far longer than csv's default 128 KiB field limit; over-long texts must become
@@ -220,6 +220,7 @@ def parquet_schema(int_ids: bool):
     import pyarrow as pa
 
     scores = pa.map_(pa.string(), pa.float64())
+    span = pa.struct([("text", pa.string()), ("start", pa.int64()), ("end", pa.int64())])
     return pa.schema([
         ("id", pa.int64() if int_ids else pa.string()),
         ("topic", pa.struct([("label", pa.string()), ("score", pa.float64()), ("scores", scores)])),
@@ -230,6 +231,9 @@ def parquet_schema(int_ids: bool):
                                           ("score", pa.float64())]))),
         ("warnings", pa.list_(pa.string())),
         ("model", pa.struct([("name", pa.string()), ("version", pa.string())])),
+        ("actors", pa.list_(pa.struct([("target", pa.string()), ("actor", pa.string()), ("source", pa.string()),
+                                        ("label", pa.string()), ("score", pa.float64()), ("scores", scores),
+                                        ("mentions", pa.list_(span)), ("evidence", pa.list_(span))]))),
     ])
 
 

@@ -28,6 +28,7 @@ class ScoreOptions:
     model: str = "khabar:latest"
     targets: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)  # empty: every task the model has
+    actors: list[str] = field(default_factory=list)  # with them, each actor's stance per target
     text_field: str = "text"
     id_field: str = "id"
     batch_size: int = 32
@@ -80,7 +81,7 @@ class LocalEngine:
 
     def __init__(self, tag: str, opts: ScoreOptions, tasks: list[str]) -> None:
         self.scorer = Scorer(tag, tasks=tasks, targets=opts.targets, batch_size=opts.batch_size,
-                             threads=opts.threads)
+                             threads=opts.threads, actors=opts.actors)
         self.batch_size = opts.batch_size
 
     def run(self, parts: Iterator[Part], done: set[int], store: PartStore, bar) -> int:
@@ -123,7 +124,7 @@ def run_job(opts: ScoreOptions, log: Callable[[str], None] = lambda m: None) -> 
     if "stance" in tasks and not opts.targets and opts.tasks:
         log("note: stance needs --targets; every stance list will be empty")
     fp = fingerprint(model=tag, tasks=tasks, targets=opts.targets, text_field=opts.text_field,
-                     id_field=opts.id_field, max_chars=opts.max_chars, files=files)
+                     id_field=opts.id_field, max_chars=opts.max_chars, files=files, actors=opts.actors)
     from khabar.models.engines import resolve_engine_name
 
     numeric = resolve_engine_name(None)

@@ -110,7 +110,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def fingerprint(*, model: str, tasks: list[str], targets: list[str], text_field: str,
-                id_field: str, max_chars: int, files: list[Path]) -> dict:
+                id_field: str, max_chars: int, files: list[Path], actors: list[str] = ()) -> dict:
     """What makes two runs the same job: anything that changes which rows or labels come out.
 
     Batch size and engine are left out on purpose: they change speed, not labels, so a job
@@ -121,5 +121,8 @@ def fingerprint(*, model: str, tasks: list[str], targets: list[str], text_field:
     for path in files:
         st = path.stat()
         inputs.append({"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-    return {"version": FINGERPRINT_VERSION, "model": model, "tasks": list(tasks), "targets": list(targets),
-            "text_field": text_field, "id_field": id_field, "max_chars": max_chars, "inputs": inputs}
+    fp = {"version": FINGERPRINT_VERSION, "model": model, "tasks": list(tasks), "targets": list(targets),
+          "text_field": text_field, "id_field": id_field, "max_chars": max_chars, "inputs": inputs}
+    if actors:  # only when asked for, so jobs started before actors existed still resume
+        fp["actors"] = list(actors)
+    return fp

@@ -26,10 +26,12 @@ _WORKER_ENV = ("KHABAR_HOME", "BENTOML_HOME", "HF_HOME", "HF_HUB_OFFLINE", "BENT
 class RayScorer:
     """The actor UDF: loads the model once in ``__init__``, labels a pyarrow batch per call."""
 
-    def __init__(self, tag: str, tasks: list[str], targets: list[str], batch_size: int, threads: int) -> None:
+    def __init__(self, tag: str, tasks: list[str], targets: list[str], batch_size: int, threads: int,
+                 actors: list[str] = ()) -> None:
         from khabar.serving.batch.scorer import Scorer
 
-        self.scorer = Scorer(tag, tasks=tasks, targets=targets, batch_size=batch_size, threads=threads)
+        self.scorer = Scorer(tag, tasks=tasks, targets=targets, batch_size=batch_size, threads=threads,
+                             actors=actors)
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -112,6 +114,7 @@ class RayEngine:
             RayScorer, batch_format="pyarrow", batch_size=self.opts.batch_size,
             compute=self.ray.data.ActorPoolStrategy(size=self.actors), num_cpus=1,
             fn_constructor_kwargs={"tag": self.tag, "tasks": self.tasks, "targets": list(self.opts.targets),
+                                   "actors": list(self.opts.actors),
                                    "batch_size": self.opts.batch_size, "threads": 1})
         scored = 0
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):

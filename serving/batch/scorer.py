@@ -36,11 +36,19 @@ def resolve_model(tag: str, tasks: Sequence[str]) -> tuple[str, list[str]]:
     return full, wanted
 
 
+def actor_column(result: dict) -> dict:
+    """Move each target's actors into one flat ``actors`` list (the output's ``actors`` column):
+    ``{"target", "actor", "source", "label", "score", "scores", "mentions", "evidence"}`` rows."""
+    result["actors"] = [{"target": entry["target"], **actor}
+                        for entry in result["stance"] for actor in entry.pop("actors", None) or []]
+    return result
+
+
 class Scorer:
     """A loaded model plus the job's targets and tasks."""
 
     def __init__(self, tag: str, *, tasks: Sequence[str], targets: Sequence[str],
-                 batch_size: int = 32, threads: int | None = None) -> None:
+                 batch_size: int = 32, threads: int | None = None, actors: Sequence[str] = ()) -> None:
         from khabar.models.engines import make_engine
         from khabar.models.predictor import Predictor
         from khabar.models.store import load_model
@@ -51,14 +59,15 @@ class Scorer:
                                                engine=make_engine(None, loaded, threads=threads))
         self.tasks = list(tasks)
         self.targets = list(targets)
+        self.actors = list(actors)
 
     def score(self, texts: Sequence[str]) -> list[tuple[dict | None, str | None]]:
         """``(labels, None)`` per text, or ``(None, reason)`` for a text that could not be labelled."""
         from khabar.models.predictor import LabelRequest
 
-        requests = [LabelRequest(t, self.targets, self.tasks) for t in texts]
+        requests = [LabelRequest(t, self.targets, self.tasks, self.actors) for t in texts]
         try:
-            return [(r, None) for r in self.predictor.label(requests)]
+            return [(actor_column(r), None) for r in self.predictor.label(requests)]
         except Exception as err:  # noqa: BLE001 - find the bad row(s) one by one
             if len(texts) == 1:
                 return [(None, f"labelling failed: {type(err).__name__}: {err}")]

@@ -7,6 +7,7 @@ const STANCE_AR = { favor: "مؤيد", against: "معارض", neutral: "محاي
 const TYPE_AR = { PERS: "شخص", LOC: "مكان", ORG: "منظمة", MISC: "أخرى" };
 const $ = (id) => document.getElementById(id);
 const targets = [];
+const actors = [];
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -52,22 +53,25 @@ async function readError(resp) {
   return text;
 }
 
-function renderTargets() {
-  const list = $("targets");
-  list.replaceChildren(...targets.map((t, i) => {
+// Targets and actors are both chip lists fed by a text box.
+function renderChips(listId, items) {
+  $(listId).replaceChildren(...items.map((t, i) => {
     const remove = el("button", { type: "button", title: "احذف", "aria-label": `احذف ${t}` }, "×");
-    remove.addEventListener("click", () => { targets.splice(i, 1); renderTargets(); });
+    remove.addEventListener("click", () => { items.splice(i, 1); renderChips(listId, items); });
     return el("li", {}, t, remove);
   }));
 }
 
-function addTarget() {
-  const input = $("target-input");
+function addChip(inputId, listId, items) {
+  const input = $(inputId);
   const value = input.value.trim();
-  if (value && !targets.includes(value)) targets.push(value);
+  if (value && !items.includes(value)) items.push(value);
   input.value = "";
-  renderTargets();
+  renderChips(listId, items);
 }
+
+const addTarget = () => addChip("target-input", "targets", targets);
+const addActor = () => addChip("actor-input", "actors", actors);
 
 function bars(scores, best) {
   const rows = Object.entries(scores).sort((a, b) => b[1] - a[1]);
@@ -101,7 +105,21 @@ function renderStance(stance) {
     el("td", { class: "pct" }, `${(100 * s.score).toFixed(1)}%`)));
   box.replaceChildren(el("table", { class: "stance" },
     el("thead", {}, el("tr", {}, el("th", {}, "الهدف"), el("th", {}, "الموقف"), el("th", {}, "الثقة"))),
-    el("tbody", {}, ...rows)));
+    el("tbody", {}, ...rows)), ...stance.filter((s) => s.actors).map(renderActors));
+}
+
+// Who stands where on one target: each actor's stance, its names in the text, and the
+// sentences the label rests on, highlighted in the stance's colour.
+function renderActors(s) {
+  const items = s.actors.map((a) => el("li", { class: "actor", "data-actor": a.actor, "data-label": a.label },
+    el("strong", {}, a.actor), " ",
+    el("span", { class: `tag st-${a.label}`, title: a.label }, STANCE_AR[a.label] || a.label), " ",
+    el("span", { class: "pct" }, `${(100 * a.score).toFixed(1)}%`),
+    el("span", { class: "muted" }, ` · ${[...new Set(a.mentions.map((m) => m.text))].join("، ")}`),
+    el("div", { class: "evidence-list" }, ...a.evidence.map((e) =>
+      el("q", { class: `evidence st-${a.label}`, "data-start": e.start, "data-end": e.end }, e.text)))));
+  return el("div", { class: "actors-block" }, el("h3", {}, `الأطراف من «${s.target}»`),
+    items.length ? el("ul", { class: "actors" }, ...items) : el("p", { class: "muted" }, "لم يُعثر على أطراف في النص."));
 }
 
 // Offsets are Python code points; Array.from splits a JS string by code points too, so
@@ -132,13 +150,15 @@ async function analyze() {
   showError("");
   if (!text.trim()) { showError("الصق نص المقال أولًا."); return; }
   if ($("target-input").value.trim()) addTarget();
+  if ($("actor-input").value.trim()) addActor();
   saveToken();
   const button = $("analyze");
   button.disabled = true;
   $("status").textContent = "جارٍ التحليل…";
   const started = performance.now();
   try {
-    const resp = await fetch("../label", { method: "POST", headers: headers(), body: JSON.stringify({ text, targets }) });
+    const body = actors.length ? { text, targets, actors } : { text, targets };
+    const resp = await fetch("../label", { method: "POST", headers: headers(), body: JSON.stringify(body) });
     if (!resp.ok) { showError(await readError(resp)); return; }
     const result = await resp.json();
     renderTopic(result.topic);
@@ -178,6 +198,8 @@ function init() {
   $("clear-token").addEventListener("click", () => { token.value = ""; sessionStorage.removeItem(TOKEN_KEY); });
   $("add-target").addEventListener("click", addTarget);
   $("target-input").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); addTarget(); } });
+  $("add-actor").addEventListener("click", addActor);
+  $("actor-input").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); addActor(); } });
   $("article").addEventListener("input", () => { $("char-count").textContent = Array.from($("article").value).length; });
   $("analyze").addEventListener("click", analyze);
   loadInfo();
