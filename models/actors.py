@@ -45,6 +45,9 @@ def fold(text: str) -> str:
     return text.translate(_FOLD)
 
 
+_FOLDED_HEADS = {fold(h) for h in _HEAD_NOUNS}
+
+
 def _words(phrase: str) -> list[str]:
     norm = normalize(phrase).text
     return [fold(norm[s:e]) for s, e in word_spans(norm)]
@@ -57,7 +60,7 @@ def _head(name: str) -> str | None:
         return None
     first = words[0]
     bare = first[2:] if first.startswith("ال") else first
-    return "ال" + bare if fold(bare) in {fold(h.removeprefix("ال")) for h in _HEAD_NOUNS} else None
+    return "ال" + bare if fold(bare) in _FOLDED_HEADS else None
 
 
 def short_forms(name: str, source: str) -> list[str]:

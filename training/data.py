@@ -36,7 +36,13 @@ class TaskExamples:
     blend: list = field(default_factory=list)
 
 
-def _hash_unit(text: str, seed: int) -> float:
+def in_blend_holdout(example_id: str, seed: int, fraction: float) -> bool:
+    """Whether a training row is one of those a task's ``blend_holdout`` keeps from the encoder
+    (a different hash seed from source holdouts, so the two splits are independent)."""
+    return bool(fraction) and hash_unit(example_id, seed + BLEND_SEED_OFFSET) < fraction
+
+
+def hash_unit(text: str, seed: int) -> float:
     digest = hashlib.sha1(f"{seed}:{text}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
@@ -60,10 +66,10 @@ def read_source(task: str, src: Source, *, seed: int, repair_bio: bool = True) -
         frac = float(src.holdout.get("fraction", 0.2))
         take = src.holdout.get("take", "train")
         hs = int(src.holdout.get("seed", seed))
-        inside = [e for e in examples if _hash_unit(e.id, hs) < frac]
-        examples = inside if take == "heldout" else [e for e in examples if _hash_unit(e.id, hs) >= frac]
+        inside = [e for e in examples if hash_unit(e.id, hs) < frac]
+        examples = inside if take == "heldout" else [e for e in examples if hash_unit(e.id, hs) >= frac]
     if src.limit is not None and len(examples) > src.limit:
-        keep = set(sorted((e.id for e in examples), key=lambda i: _hash_unit(i, seed))[: src.limit])
+        keep = set(sorted((e.id for e in examples), key=lambda i: hash_unit(i, seed))[: src.limit])
         examples = [e for e in examples if e.id in keep]
     fp = {**result.fingerprint(), "n": len(examples), "path": str(src.path),
           "limit": src.limit, "holdout": src.holdout}
@@ -86,8 +92,7 @@ def load_examples(cfg: TrainConfig, log=print) -> dict[str, TaskExamples]:
             te.sources["dev"].append({"name": sd.name, **sd.fingerprint})
             _log_counts(log, task, "dev", sd)
         if spec.blend_holdout:
-            # A different hash seed from source holdouts, so the two splits are independent.
-            inside = [_hash_unit(e.id, cfg.seed + BLEND_SEED_OFFSET) < spec.blend_holdout for e in te.train]
+            inside = [in_blend_holdout(e.id, cfg.seed, spec.blend_holdout) for e in te.train]
             te.blend = [e for e, held in zip(te.train, inside) if held]
             te.train = [e for e, held in zip(te.train, inside) if not held]
             log(f"{task}/train: {len(te.blend)} rows held out of the encoder for fitting the blend")

@@ -15,7 +15,6 @@ The dev sets a report shows are never used here.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, replace
 
@@ -38,25 +37,19 @@ class BlendData:
     blend_sources: list[str]
 
 
-def _hash(text: str, seed: int) -> float:
-    digest = hashlib.sha1(f"{seed}:{text}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
 def blend_data(cfg, task: str, *, max_blend_rows: int = 2000, log=print) -> BlendData:
     """All training rows and the blend rows of ``task`` for config ``cfg`` (see module doc)."""
-    from khabar.training.data import BLEND_SEED_OFFSET, read_source
+    from khabar.training.data import hash_unit, in_blend_holdout, read_source
 
     spec = cfg.tasks[task]
     all_rows, blend, sources = [], [], []
     for src in spec.train:
         full = read_source(task, replace(src, limit=None), seed=cfg.seed, repair_bio=cfg.repair_bio)
         used = read_source(task, src, seed=cfg.seed, repair_bio=cfg.repair_bio).examples
-        encoder_ids = {e.id for e in used
-                       if not (spec.blend_holdout and _hash(e.id, cfg.seed + BLEND_SEED_OFFSET) < spec.blend_holdout)}
+        encoder_ids = {e.id for e in used if not in_blend_holdout(e.id, cfg.seed, spec.blend_holdout)}
         outside = [e for e in full.examples if e.id not in encoder_ids]
         if len(outside) > max_blend_rows:
-            keep = set(sorted((e.id for e in outside), key=lambda i: _hash(i, cfg.seed + 1))[:max_blend_rows])
+            keep = set(sorted((e.id for e in outside), key=lambda i: hash_unit(i, cfg.seed + 1))[:max_blend_rows])
             outside = [e for e in outside if e.id in keep]
         all_rows += full.examples
         blend += outside
