@@ -168,6 +168,11 @@ class Stacker:
             z = z + self.offsets
         return softmax(z)
 
+    def apply_offsets(self, blended: np.ndarray) -> np.ndarray:
+        """The offsets applied to probabilities already blended without them (the same result as
+        ``proba(..., offsets=True)``: softmax(z + o) == softmax(log softmax(z) + o))."""
+        return softmax(np.log(np.clip(blended, 1e-300, 1.0)) + self.offsets)
+
 
 def stack_features(p_encoder: np.ndarray, p_linear: np.ndarray) -> np.ndarray:
     """The stacker's input: log-probabilities of both parts side by side."""
@@ -239,11 +244,6 @@ def save_hybrid(heads: dict[str, HybridHead], folder: Path) -> None:
         }
     (out / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True),
                                 encoding="utf-8")
-
-
-def has_hybrid(folder: Path) -> bool:
-    """Whether a stored model carries hybrid parts."""
-    return (Path(folder) / HYBRID_DIR / MANIFEST).exists()
 
 
 def load_hybrid(folder: Path) -> dict[str, HybridHead]:

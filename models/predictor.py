@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from khabar.models.hybrid import fields_for, softmax
 from khabar.models.normalize import Normalized, normalize
 from khabar.models.schema import API_TASKS, ModelSchema
 from khabar.models.windows import (Window, collate, evidence_ranked, length_sorted_batches, make_windows,
@@ -51,13 +52,6 @@ def arabic_ratio(text: str) -> float:
         return 0.0
     arabic = sum(1 for c in letters if "ARABIC" in unicodedata.name(c, ""))
     return arabic / len(letters)
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    """Numerically stable softmax over the last axis."""
-    z = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def evidence_weights(probs: list[np.ndarray], labels: list[str]) -> list[float]:
@@ -314,12 +308,9 @@ class Predictor:
         parts: dict[str, np.ndarray] = {"encoder": p_encoder}
         final = p_encoder
         if head is not None:
-            from khabar.models.hybrid import fields_for
-
             parts["linear"] = head.linear.proba(fields_for(task, texts, targets))
             parts["blend"] = head.stacker.proba(p_encoder, parts["linear"], offsets=False)
-            final = head.stacker.proba(p_encoder, parts["linear"], offsets=self.offsets) \
-                if self.offsets else parts["blend"]
+            final = head.stacker.apply_offsets(parts["blend"]) if self.offsets else parts["blend"]
         out = []
         for r in range(len(final)):
             best = int(final[r].argmax())

@@ -176,3 +176,10 @@ def test_training_fits_hybrid_heads_and_the_store_serves_them(tiny_backbone, tmp
         "فاز المنتخب بالمباراة النهائية", ["الفوز"], tasks=("topic", "stance"))
     assert set(res["topic"]["parts"]) == {"encoder", "linear", "blend"}
     assert res["topic"]["label"] == max(res["topic"]["scores"], key=res["topic"]["scores"].get)
+
+
+def test_offsets_on_blended_probabilities_equal_offsets_inside_the_stacker():
+    rng = np.random.default_rng(3)
+    st = Stacker(rng.normal(size=(3, 6)), rng.normal(size=3), np.array([0.4, -0.7, 0.1]))
+    pe, pl = rng.dirichlet(np.ones(3), size=20), rng.dirichlet(np.ones(3), size=20)
+    np.testing.assert_allclose(st.apply_offsets(st.proba(pe, pl, offsets=False)), st.proba(pe, pl), rtol=1e-9, atol=1e-12)

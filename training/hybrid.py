@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from khabar.models.hybrid import (HashedTfidf, HybridHead, LinearPart, Stacker, fields_for,
-                                  softmax, stack_features)
+                                  stack_features)
 
 CLASSIFICATION_TASKS = ("topic", "stance")
 OFFSET_GRID = np.round(np.arange(-2.0, 2.01, 0.1), 2)
