@@ -96,13 +96,18 @@ def _result(i: int) -> dict:
     return {"id": i, "topic": {"label": "sport", "score": 0.75, "scores": scores},
             "stance": [{"target": "الاتفاق", "label": "favor", "score": 0.5, "scores": {"favor": 0.5, "against": 0.5}}],
             "entities": [{"text": "بغداد", "label": "LOC", "start": 3, "end": 8, "score": 0.9}],
-            "warnings": [], "model": {"name": "khabar", "version": "v1"}}
+            "warnings": [], "model": {"name": "khabar", "version": "v1"},
+            # Every output row has the actors column (empty unless --actor was given).
+            "actors": [{"target": "الاتفاق", "actor": "الحكومة", "source": "user", "label": "favor", "score": 0.6,
+                        "scores": {"favor": 0.6, "against": 0.1, "neutral": 0.3},
+                        "mentions": [{"text": "الحكومة", "start": 10, "end": 17}],
+                        "evidence": [{"text": "رحبت الحكومة", "start": 5, "end": 17}]}]}
 
 
 @pytest.mark.parametrize("ext", [".jsonl", ".csv", ".parquet"])
 def test_outputs_round_trip_in_every_format(tmp_path, ext):
     part = tmp_path / "p.jsonl"
-    rows = [_result(1), {**_result(2), "topic": None, "stance": [], "entities": []}]
+    rows = [_result(1), {**_result(2), "topic": None, "stance": [], "entities": [], "actors": []}]
     part.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / f"out{ext}"
     with out.open("wb") as fh:

@@ -277,6 +277,6 @@ def read_output(path: Path) -> list[dict]:
     for row in rows:
         if row["topic"] is not None:
             row["topic"]["scores"] = dict(row["topic"]["scores"])
-        for st in row["stance"]:
+        for st in row["stance"] + (row.get("actors") or []):
             st["scores"] = dict(st["scores"])
     return rows
