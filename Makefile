@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,onnx,ray]'
 	touch $@
 
-setup-browser: ## install headless Chromium for the web-page test (Debian; needs root)
+setup-browser: ## install Debian's Chromium for the web-page test (Playwright drives it; no browser download; needs root)
 	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: the browser test will skip"
 
 test: setup setup-browser ## run the test suite (tiny models; reads ../shared/data when present)
