@@ -101,14 +101,19 @@ def macro_labels(gold: Sequence[str], model_labels: Sequence[str]) -> list[str]:
 def confusion_matrix(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> list[list[int]]:
     """Counts with gold labels as rows and predictions as columns, both in ``labels`` order.
 
-    Predictions outside ``labels`` (a label the file does not use) go to an extra last column.
+    Predictions outside ``labels`` (a label the file does not use) go to an extra last column;
+    gold labels outside ``labels`` are not counted.
     """
-    index = {lab: i for i, lab in enumerate(labels)}
-    matrix = [[0] * (len(labels) + 1) for _ in labels]
-    for g, p in zip(gold, pred):
-        if g in index:
-            matrix[index[g]][index.get(p, len(labels))] += 1
-    return matrix
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    known = set(labels)
+    if known.isdisjoint(gold):  # sklearn refuses a gold with none of the labels; nothing to count
+        return [[0] * (len(labels) + 1) for _ in labels]
+    # One name, not among the labels, for every prediction outside them: the extra column.
+    other = "\0other"
+    pred = [p if p in known else other for p in pred]
+    # sklearn drops pairs whose gold is not in its labels, so the `other` row stays empty.
+    return sk_confusion_matrix(list(gold), pred, labels=[*labels, other])[:-1].tolist()
 
 
 def reliability(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> dict:
