@@ -44,14 +44,14 @@ train: setup backbone ## train CONFIG (default configs/offline.yaml) on SHARED_D
 eval: setup ## evaluate MODEL (default: the promoted model, else the newest) on the dev splits of SHARED_DATA, with the baseline
 	$(BIN)/khabar eval $(MODEL_OPT) --data-dir $(SHARED_DATA) --baseline --out $${KHABAR_HOME:-.khabar}/reports/eval
 
-bench: setup ## speed and memory side by side with plain HF pipelines (see README)
-	$(BIN)/khabar bench $(MODEL_OPT) --data-dir $(SHARED_DATA)
+bench: setup ## speed and memory of MODEL (default: the promoted model) side by side with plain HF pipelines (benchmarks/README.md)
+	$(BIN)/python -m benchmarks.bench $(MODEL_OPT) --data-dir $(SHARED_DATA)
 
 loadtest: setup ## 32 clients x 60 s against the served model on a free 127.0.0.1 port; report in KHABAR_HOME/reports/loadtest.json
 	@port=$$($(BIN)/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
 	$(BIN)/khabar serve --ensure-model --host 127.0.0.1 --port $$port & server=$$!; \
 	trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null' EXIT; \
-	$(BIN)/python -m khabar.eval.loadtest --url http://127.0.0.1:$$port --clients 32 --seconds 60 --wait 900
+	$(BIN)/python -m benchmarks.loadtest --url http://127.0.0.1:$$port --clients 32 --seconds 60 --wait 900
 
 clean-venv: ## remove .venv (state under .khabar is kept)
 	rm -rf $(VENV)

@@ -18,7 +18,7 @@ the engine's threads are split between streams, each ``session.run`` on its own 
 (ONNX Runtime releases the GIL, and one session may be run from several threads). At hidden size
 384 one GEMM is too small to keep two cores busy, so two single-threaded batches side by side might
 beat one two-threaded batch; the predictor dispatches batches through :meth:`OnnxEngine.map`.
-The default is 1 stream; `khabar bench` measures both on the machine at hand (row
+The default is 1 stream; `make bench` (benchmarks/) measures both on the machine at hand (row
 ``onnx-int8-streams``; README, "Measured results").
 
 ONNX Runtime's worker threads spin while they wait for the next parallel section unless told not

@@ -1,5 +1,5 @@
-"""`khabar bench` on the tiny model: every row runs, the report has the agreed keys, and the
-training row leaves the user's model store alone."""
+"""The bench (benchmarks/bench.py, run from the checkout) on the tiny model: every row runs, the
+report has the agreed keys, and the training row leaves the user's model store alone."""
 from __future__ import annotations
 
 import json
@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from khabar.eval.bench import BenchError, BenchOptions, agreement, load_articles, make_row, run_bench
-from khabar.eval.bench_report import markdown
-
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "sample"
+from benchmarks import SAMPLE_DIR as SAMPLE
+from benchmarks.bench import BenchError, BenchOptions, agreement, load_articles, make_row, run_bench
+from benchmarks.bench_report import markdown
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +81,24 @@ def test_bench_runs_every_row_on_the_tiny_model(tiny_model_tag, data_dir, tmp_pa
 def test_bench_cli_refuses_unknown_rows(data_dir):
     from typer.testing import CliRunner
 
-    from khabar.cli import app
+    from benchmarks.bench import app
 
-    res = CliRunner().invoke(app, ["bench", "--data-dir", str(data_dir), "--skip", "gpu"])
+    res = CliRunner().invoke(app, ["--data-dir", str(data_dir), "--skip", "gpu"])
     assert res.exit_code == 2 and "unknown --skip" in res.output
+
+
+def test_bench_runs_as_a_module_from_any_folder(tmp_path):
+    """`make bench` runs `python -m benchmarks.bench` from the checkout; its child rows run
+    `-m benchmarks.bench_rows`, which must import wherever the bench was started."""
+    import subprocess
+    import sys
+
+    from benchmarks import REPO_ROOT
+    from benchmarks.bench import child_env
+
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--help"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--data-dir" in out.stdout, out.stderr
+    probe = subprocess.run([sys.executable, "-c", "import benchmarks.bench_rows"], cwd=tmp_path, env=child_env(),
+                           capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr

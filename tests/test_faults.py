@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from khabar.eval.loadtest import LoadTestError, check_local, find_workers, main as loadtest_main
+from benchmarks.loadtest import LoadTestError, check_local, find_workers, main as loadtest_main
 from service_server import running
 
 RECOVERY_S = 120  # a new worker loads the tiny model in a few seconds; 2 busy cores may be slow

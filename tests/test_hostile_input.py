@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from khabar.eval.loadtest import find_workers
+from benchmarks.loadtest import find_workers
 from service_server import eager_ner_copy, running
 
 LIMIT_S = 60  # seconds any single hostile request may take on 2 busy cores

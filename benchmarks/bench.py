@@ -1,18 +1,22 @@
-"""`khabar bench`: speed, memory and agreement of khabar against plain Hugging Face pipelines.
+"""The bench: speed, memory and agreement of khabar against plain Hugging Face pipelines.
+
+``python -m benchmarks.bench --data-dir ../shared/data [--model TAG] ...`` (``make bench``), from
+the checkout. Without ``--model`` it benches the model the service would serve (the promoted one,
+else the newest).
 
 In one sitting and one process tree, on ``n`` whole articles of ``topic/ant21/dev.jsonl`` (title
 and body, a fixed seeded sample) with one stance target each (:data:`TARGET`, the same claim for
 every article, because the batch job takes one target list for a whole file):
 
-1. baseline: the model's three heads exported as plain pipelines (:mod:`khabar.models.export`),
+1. baseline: the model's three heads exported as plain pipelines (:mod:`benchmarks.pipeline_export`),
    fp32, one article at a time;
 2. khabar's predictor in-process: fp32, ``onnx-int8`` and ``torch-int8``;
 3. the service (``khabar serve``) over HTTP with ``clients`` concurrent clients;
 4. the batch job (``khabar score``, local engine);
-5. training examples/s: khabar's loop against ``transformers.Trainer`` (:mod:`khabar.eval.bench_train`);
+5. training examples/s: khabar's loop against ``transformers.Trainer`` (:mod:`benchmarks.bench_train`);
 6. int8 against fp32 on dev sets (stance macro-F1, NER micro-F1).
 
-Each in-process row runs in a fresh child process (:mod:`khabar.eval.bench_rows`) so that its
+Each in-process row runs in a fresh child process (:mod:`benchmarks.bench_rows`) so that its
 peak RSS is its own. Writes ``bench.json`` and ``bench.md`` (default: KHABAR_HOME/reports).
 """
 from __future__ import annotations
@@ -27,8 +31,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import List, Optional
 
 import numpy as np
+import typer
+
+from benchmarks import REPO_ROOT, SAMPLE_DIR
 
 # The stance target of every article: a claim written for the bench ("The government announces
 # new measures to support the national economy"), so that the batch job's one target applies too.
@@ -48,10 +56,10 @@ class BenchError(RuntimeError):
 
 @dataclass
 class BenchOptions:
-    """What `khabar bench` runs; see the command's help for each option."""
+    """What the bench runs; see :func:`bench_command` for each option."""
 
     data_dir: Path
-    model: str = "khabar:latest"
+    model: str | None = None  # None: the promoted model, else the newest (what the service serves)
     n: int = 200
     threads: int | None = None
     clients: int = 8
@@ -92,15 +100,21 @@ def run_child(row: str, spec: dict, work: Path, *, env: dict | None = None, time
     logfile = work / f"{row}.log"
     with open(logfile, "w") as log:
         try:
-            proc = subprocess.run([sys.executable, "-m", "khabar.eval.bench_rows", row, str(spec_path), str(out_path)],
-                                  env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
-                                  timeout=timeout)
+            proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_rows", row, str(spec_path), str(out_path)],
+                                  env=child_env(env), stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
         except subprocess.TimeoutExpired:
             return {"skipped": f"did not finish in {timeout} s"}
     if proc.returncode != 0 or not out_path.exists():
         tail = " | ".join(logfile.read_text(errors="replace").strip().splitlines()[-3:])
         return {"skipped": f"exited with code {proc.returncode}: {tail}"}
     return json.loads(out_path.read_text(encoding="utf-8"))
+
+
+def child_env(extra: dict | None = None) -> dict:
+    """This process's environment plus ``extra``, with the checkout on PYTHONPATH: the child runs
+    ``-m benchmarks.bench_rows``, which is importable only from the checkout, whatever the cwd."""
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, **(extra or {}), "PYTHONPATH": path}
 
 
 def agreement(labels: list[dict], reference: list[dict]) -> dict:
@@ -151,12 +165,13 @@ def make_row(key: str, name: str, result: dict, n: int, articles: list[dict], re
 
 def run_bench(opts: BenchOptions, log=print) -> dict:
     """Run every row not in ``opts.skip``; write and return the report."""
+    from benchmarks.bench_procs import row_batch, row_service
     from khabar.env import khabar_home, reports_dir
-    from khabar.eval.bench_procs import row_batch, row_service
     from khabar.models.engines import engine_threads, resolve_engine_name
+    from khabar.models.registry import serving_tag
     from khabar.models.store import model_path
 
-    tag, _ = model_path(opts.model)
+    tag, _ = model_path(serving_tag(opts.model))
     articles = load_articles(opts.data_dir, opts.n, opts.seed)
     threads = engine_threads(opts.threads)
     work = khabar_home() / "cache" / "bench" / tag.replace(":", "-")
@@ -210,7 +225,7 @@ def run_bench(opts: BenchOptions, log=print) -> dict:
     out_dir = Path(opts.out_dir) if opts.out_dir else reports_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
-    from khabar.eval.bench_report import markdown
+    from benchmarks.bench_report import markdown
 
     (out_dir / "bench.md").write_text(markdown(report), encoding="utf-8")
     report["paths"] = {"json": str(out_dir / "bench.json"), "md": str(out_dir / "bench.md")}
@@ -222,7 +237,7 @@ def _training(opts: BenchOptions, prep: dict, threads: int, work: Path, log) -> 
         return {"status": "skipped: --skip"}
     ner = Path(opts.data_dir) / NER_TRAIN
     if not ner.exists():
-        ner = Path(__file__).resolve().parents[1] / "data" / "sample" / "ner.conll"
+        ner = SAMPLE_DIR / "ner.conll"  # the checkout's own sample (benchmarks run from the checkout)
     backbone = prep["backbone"].get("resolved") or prep["backbone"].get("name")
     if not backbone or not Path(backbone).exists():
         from khabar.models.backbones import resolve_backbone
@@ -305,3 +320,46 @@ def cpu_features() -> dict:
 
 def _ge(value: float | None, target: float) -> bool | None:
     return None if value is None else value >= target
+
+
+def bench_command(
+    data_dir: Path = typer.Option(..., "--data-dir", help="The shared data folder (topic/ant21/dev.jsonl, ner/anercorp, stance/...)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model tag in the store (default: the promoted model, else the newest)."),
+    n: int = typer.Option(200, "--n", min=1, help="Articles to label in every row."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads per row (default: KHABAR_THREADS, else every core)."),
+    clients: int = typer.Option(8, "--clients", min=1, help="Concurrent HTTP clients of the service row."),
+    train_steps: int = typer.Option(30, "--train-steps", min=2, help="Optimisation steps of each training loop."),
+    train_batch: int = typer.Option(16, "--train-batch", min=1, help="Batch size of both training loops."),
+    dev_limit: int = typer.Option(300, "--dev-limit", min=0, help="Examples per dev set in the int8 check (0: all)."),
+    skip: List[str] = typer.Option([], "--skip", help=f"Rows to leave out (repeat or comma-separate): {', '.join(ROW_KEYS)}."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for bench.json and bench.md (default: KHABAR_HOME/reports)."),
+) -> None:
+    """Label N real articles with every khabar path and with three plain pipelines; print and save the table.
+
+    Also training examples/s of khabar's loop against transformers.Trainer, and int8 against fp32.
+    """
+    from benchmarks.bench_report import markdown
+    from khabar.models.store import ModelStoreError
+
+    skipped = tuple(s.strip() for spec in skip for s in spec.split(",") if s.strip())
+    unknown = [s for s in skipped if s not in ROW_KEYS]
+    if unknown:
+        typer.echo(f"error: unknown --skip row(s) {unknown}; choose from {', '.join(ROW_KEYS)}", err=True)
+        raise typer.Exit(2)
+    opts = BenchOptions(data_dir=data_dir, model=model, n=n, threads=threads, clients=clients,
+                        train_steps=train_steps, train_batch=train_batch, dev_limit=dev_limit,
+                        skip=skipped, out_dir=out)
+    try:
+        report = run_bench(opts, log=lambda m: typer.echo(m, err=True))
+    except (BenchError, ModelStoreError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    typer.echo(markdown(report))
+    typer.echo(f"written: {report['paths']['json']} and {report['paths']['md']}", err=True)
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app.command()(bench_command)
+
+if __name__ == "__main__":
+    app(prog_name="python -m benchmarks.bench")

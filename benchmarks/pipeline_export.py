@@ -1,6 +1,10 @@
 """Export one task of a stored model as a plain Hugging Face folder that ``transformers.pipeline``
 loads with no khabar code and no ``trust_remote_code``.
 
+The bench's baseline (three plain pipelines on khabar's weights, :mod:`benchmarks.bench_rows`) is
+built from these folders; that is why this lives with the benchmarks and not in the package.
+``python -m benchmarks.pipeline_export --task entities --out DIR [--model TAG]`` writes one by hand.
+
 * ``entities``: a ``BertForTokenClassification``: the encoder plus our NER head. Exact.
 * ``topic`` / ``stance``: a ``BertForSequenceClassification``. khabar pools by the *mean* of the
   token states, while that class classifies BERT's pooler output (a dense + tanh over the first
@@ -19,8 +23,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import torch
+import typer
 
 from khabar.models.schema import API_TASKS
 
@@ -155,7 +161,7 @@ def _card(info: dict) -> str:
         "entities": f'clf(normalize(text).text)  # created with aggregation_strategy="first", stride={info["stride"]}',
     }[info["task"]]
     return (f"# khabar {info['task']} head of {info['model']}\n\n"
-            f"Exported by `khabar export`; plain transformers, no remote code.\n\n"
+            f"Exported by `python -m benchmarks.pipeline_export`; plain transformers, no remote code.\n\n"
             f"```python\nfrom transformers import pipeline\nfrom khabar.models.normalize import normalize\n"
             f"clf = pipeline(\"{pipeline_task}\", model=\"<this folder>\")\n{example}\n```\n\n"
             f"Labels: {', '.join(info['labels'])}. Window: {info['max_length']} tokens.\n\n"
@@ -163,3 +169,36 @@ def _card(info: dict) -> str:
             "Topic and stance: the last encoder layer is a fixed mean-pooling layer (khabar pools by the "
             "mean of token states); keep the weights in fp32. The pipeline sees only the first window of a "
             "long article, while khabar averages all windows.\n")
+
+
+def export_command(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model tag in the store (default: the promoted model, else the newest)."),
+    task: str = typer.Option(..., "--task", "-t", help="topic, stance or entities."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (created; files in it are replaced)."),
+) -> None:
+    """Write TASK of MODEL as a folder that `transformers.pipeline` loads without khabar.
+
+    topic/stance -> text-classification (stance: {"text": target, "text_pair": article});
+    entities -> token-classification (aggregation_strategy="first"). See the folder's README.md.
+    """
+    from khabar.models.registry import serving_tag
+    from khabar.models.store import ModelStoreError, load_model
+
+    if task not in API_TASKS:
+        typer.echo(f"error: --task must be topic, stance or entities, not {task!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        loaded = load_model(serving_tag(model))
+        path = export_task(loaded, task, out)
+    except (ModelStoreError, ExportError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"exported the {task} head of {loaded.tag} to {path}", err=True)
+    typer.echo(str(path))
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app.command()(export_command)
+
+if __name__ == "__main__":
+    app(prog_name="python -m benchmarks.pipeline_export")

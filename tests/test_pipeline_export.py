@@ -1,4 +1,5 @@
-"""`khabar export`: plain transformers folders whose pipelines give khabar's labels and scores."""
+"""benchmarks/pipeline_export.py (the bench baseline's folders): plain transformers folders whose
+pipelines give khabar's labels and scores."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from khabar.models.export import ExportError, export_task, mean_pool_layer
+from benchmarks.pipeline_export import ExportError, export_task, mean_pool_layer
 from khabar.models.normalize import normalize
 from khabar.models.predictor import Predictor
 
@@ -30,7 +31,7 @@ def exported(tiny_loaded, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def predictor(tiny_loaded):
-    return Predictor(tiny_loaded.model, tiny_loaded.tokenizer, tiny_loaded.schema, threads=1)
+    return Predictor.from_loaded(tiny_loaded)
 
 
 def _pipeline(kind, path, **kw):
@@ -121,13 +122,13 @@ def test_export_errors_name_the_problem(tiny_loaded, tmp_path):
 
 
 def test_cli_exports_a_folder(tiny_model_tag, tmp_path):
-    from khabar.cli import app
+    from benchmarks.pipeline_export import app
 
     runner = CliRunner()
-    res = runner.invoke(app, ["export", "--model", tiny_model_tag, "--task", "entities", "--out", str(tmp_path / "ner")])
+    res = runner.invoke(app, ["--model", tiny_model_tag, "--task", "entities", "--out", str(tmp_path / "ner")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "ner" / "config.json").exists()
-    bad = runner.invoke(app, ["export", "--model", tiny_model_tag, "--task", "sentiment", "--out", str(tmp_path / "x")])
+    bad = runner.invoke(app, ["--model", tiny_model_tag, "--task", "sentiment", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2
-    missing = runner.invoke(app, ["export", "--model", "khabar:nosuchversion", "--task", "topic", "--out", str(tmp_path / "y")])
+    missing = runner.invoke(app, ["--model", "khabar:nosuchversion", "--task", "topic", "--out", str(tmp_path / "y")])
     assert missing.exit_code == 1 and "no model" in missing.output

@@ -1,10 +1,10 @@
-"""The in-process rows of `khabar bench`, each run in its own child process.
+"""The in-process rows of the bench (`python -m benchmarks.bench`), each in its own child process.
 
-``python -m khabar.eval.bench_rows ROW SPEC.json OUT.json`` runs one row and writes its figures,
+``python -m benchmarks.bench_rows ROW SPEC.json OUT.json`` runs one row and writes its figures,
 so every row starts from a fresh interpreter (no warm caches from an earlier row) and its peak RSS
 is its own. Rows: ``prepare`` (export the three pipeline folders, build the ONNX cache),
 ``baseline`` (three ``transformers.pipeline``s, one article at a time), ``predictor`` (khabar's
-predictor with one engine), ``training`` (see :mod:`khabar.eval.bench_train`) and ``dev``
+predictor with one engine), ``training`` (see :mod:`benchmarks.bench_train`) and ``dev``
 (int8 against fp32 on dev sets).
 
 A row's labels come back as ``{"topic": label, "stance": label, "entities": [[start, end, type]]}``
@@ -178,7 +178,7 @@ def _clock_pipeline(pipe, clock: EngineClock) -> None:
 def row_prepare(spec: dict) -> dict:
     """Export the three pipeline folders and build the int8 engines' caches (not timed)."""
     from khabar.models.engines import OnnxEngine
-    from khabar.models.export import EXPORT_FILE, export_task
+    from benchmarks.pipeline_export import EXPORT_FILE, export_task
     from khabar.models.store import load_model
 
     _threads(spec)
@@ -388,7 +388,7 @@ def main(argv: list[str]) -> int:
     row, spec_path, out_path = argv
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     if row == "training":
-        from khabar.eval.bench_train import row_training as fn
+        from benchmarks.bench_train import row_training as fn
     else:
         fn = ROWS[row]
     result = fn(spec)

@@ -1,6 +1,6 @@
 """A bounded load test of a running khabar service on this machine.
 
-``python -m khabar.eval.loadtest --url http://127.0.0.1:3000 --clients 32 --seconds 60``
+``python -m benchmarks.loadtest --url http://127.0.0.1:3000 --clients 32 --seconds 60``
 
 N clients send ``/label`` requests back to back (Arabic articles written for this test, half with
 stance targets) for a warm-up, then for T measured seconds. It reports requests, failures by
@@ -217,7 +217,7 @@ def table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: run, print the table, write the JSON report; exit 1 on any failure."""
-    parser = argparse.ArgumentParser(prog="python -m khabar.eval.loadtest", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.loadtest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:3000", help="the service (127.0.0.1 only)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
     parser.add_argument("--seconds", type=float, default=60, help="measured duration")

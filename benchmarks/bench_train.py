@@ -1,4 +1,4 @@
-"""Training throughput for `khabar bench`: khabar's loop against a plain ``transformers.Trainer``.
+"""Training throughput for the bench: khabar's loop against a plain ``transformers.Trainer``.
 
 Both train the same backbone on the same task (NER: the encoder plus a token head, i.e. the same
 size as ``BertForTokenClassification``), from the same pool of windows, with the same batch size,

@@ -1,4 +1,4 @@
-"""The `khabar bench` report as a Markdown table (also what the command prints)."""
+"""The bench's report as Markdown (also what the command prints)."""
 from __future__ import annotations
 
 
@@ -122,7 +122,7 @@ def markdown(report: dict) -> str:
     mark = lambda ok: "–" if ok is None else ("met" if ok else "missed")  # noqa: E731
     peak = report["peak_rss_mb"].get("service")
     lines = [
-        f"# khabar bench: {report['model']}\n",
+        f"# Bench: {report['model']}\n",
         f"{report['n_articles']} articles of {report['data']} (title + body, seeded sample), one stance target "
         f"each (\"{report['target']}\"); {report['threads']} threads; {report['started']}; "
         f"backbone {report['backbone']}.\n",

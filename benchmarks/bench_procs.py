@@ -1,4 +1,4 @@
-"""The out-of-process rows of `khabar bench`: the running service over HTTP, and the batch job.
+"""The out-of-process rows of the bench: the running service over HTTP, and the batch job.
 
 Each starts the real command (``khabar serve``, ``khabar score``) as a child process in its own
 process group, watches the peak RSS of every process in that tree, and stops it at the end. A row
@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from khabar.eval.bench_rows import peak_rss_mb, read_articles, summarize
+from benchmarks.bench_rows import peak_rss_mb, read_articles, summarize
 
 
 def khabar_command() -> str | None:
