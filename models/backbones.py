@@ -14,8 +14,15 @@ from pathlib import Path
 
 from khabar.env import backbones_dir
 
-OFFLINE_NAME = "offline"
-OFFLINE_DIRNAME = "e5-small-ar"
+# What a config writes as ``backbone:`` to mean the built offline encoder ...
+OFFLINE_BACKBONE_ALIAS = "offline"
+# ... and the folder under KHABAR_HOME/backbones that ``khabar backbone build-offline`` writes.
+OFFLINE_ENCODER_DIRNAME = "e5-small-ar"
+
+
+def offline_encoder_dir() -> Path:
+    """Where the offline encoder is built (khabar.offline_encoder) and where ``offline`` resolves to."""
+    return backbones_dir() / OFFLINE_ENCODER_DIRNAME
 
 
 class BackboneNotFound(RuntimeError):
@@ -31,8 +38,8 @@ def resolve_backbone(name: str) -> str:
     if not name or not str(name).strip():
         raise BackboneNotFound("empty backbone name: use 'offline', a hub id or a local folder")
     name = str(name).strip()
-    if name == OFFLINE_NAME:
-        path = backbones_dir() / OFFLINE_DIRNAME
+    if name == OFFLINE_BACKBONE_ALIAS:
+        path = offline_encoder_dir()
         if not (path / "config.json").exists():
             raise BackboneNotFound(
                 f"the offline backbone is not built yet ({path}): run `khabar backbone build-offline` "

