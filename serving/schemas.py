@@ -161,7 +161,8 @@ class InfoResponse(BaseModel):
     """What GET /info reports."""
 
     model: dict = Field(description="tag, name, version")
-    backbone: dict
+    backbone: dict = Field(description="name (a hub id, 'offline' or a local folder's own name) and "
+                           "build manifest; never a path on the server")
     tasks: dict[str, list[str]] = Field(description="API task -> labels (entity types for 'entities')")
     windowing: dict
     dev_metrics: dict

@@ -12,6 +12,7 @@ environment variables (:mod:`khabar.serving.settings`); the guard in
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import aiohttp
 import bentoml
@@ -76,7 +77,8 @@ class Khabar:
         schema, training = live.loaded.schema, live.loaded.training
         tasks = {api: (schema.entity_types() if api == "entities" else schema.tasks[api])
                  for api in live.predictor.api_tasks}
-        return {"model": {"tag": live.loaded.tag, **live.loaded.info}, "backbone": schema.backbone,
+        return {"model": {"tag": live.loaded.tag, **live.loaded.info},
+                "backbone": backbone_for_callers(schema.backbone),
                 "tasks": tasks, "windowing": {"max_length": schema.max_length, "stride": schema.stride,
                                               "stance_windows": schema.stance_windows,
                                               "stance_select": schema.stance_select,
@@ -120,6 +122,15 @@ class Khabar:
         finally:
             INTERNAL.reset(token)
         raise AssertionError("unreachable")
+
+
+def backbone_for_callers(record: dict) -> dict:
+    """The stored backbone record as ``/info`` shows it to any caller: its name (a hub id,
+    ``offline``, or a local folder's own name) and build manifest, never a path on the server."""
+    name, resolved = str(record.get("name", "")), str(record.get("resolved", ""))
+    hub_id = name == resolved and not name.startswith((".", "/", "~"))
+    shown = name if hub_id else Path(name).name
+    return {**{k: v for k, v in record.items() if k != "resolved"}, "name": shown}
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:

@@ -242,14 +242,28 @@ def test_other_bad_requests(client):
     assert internal.status_code == 404
 
 
-def test_info_reports_model_and_limits(client, info, model_tag):
+def test_info_reports_model_and_limits(client, info, model_tag, tiny_backbone):
     InfoResponse.model_validate(info)
     assert info["model"]["tag"] == model_tag
+    # The tiny backbone is a local folder: callers see its name, not where it lies on the server.
+    assert info["backbone"] == {"name": tiny_backbone.name}
+    assert str(tiny_backbone) not in json.dumps(info)
     assert set(info["tasks"]) == {"topic", "stance", "entities"}
     assert info["limits"]["max_chars"] == 3000 and info["limits"]["max_body_bytes"] == 32768
     assert info["dev_metrics"], "the dev metrics stored with the model are reported"
     assert info["auth_required"] is False
-    assert info["engine"] == "fp32", "KHABAR_ENGINE unset: the model as trained"
+    assert info["engine"] == "fp32", "the engine KHABAR_ENGINE names (tests/conftest.py pins fp32)"
+
+
+def test_backbone_for_callers_never_shows_a_path():
+    from khabar.serving.service import backbone_for_callers
+
+    hub = {"name": "aubmindlab/bert-base-arabertv02", "resolved": "aubmindlab/bert-base-arabertv02"}
+    assert backbone_for_callers(hub) == {"name": "aubmindlab/bert-base-arabertv02"}
+    built = {"name": "offline", "resolved": "/srv/khabar/backbones/e5-small-ar", "manifest": {"builder_version": 3}}
+    assert backbone_for_callers(built) == {"name": "offline", "manifest": {"builder_version": 3}}
+    for name in ("/srv/encoders/my-bert", "./encoders/my-bert", "~/my-bert", "encoders/my-bert"):
+        assert backbone_for_callers({"name": name, "resolved": "/srv/encoders/my-bert"}) == {"name": "my-bert"}
 
 
 def test_probes_metrics_and_docs(client):
