@@ -7,11 +7,13 @@ same code. Pick one by name with :func:`make_engine`:
 | name | what runs |
 | --- | --- |
 | ``fp32`` | the PyTorch model as trained (:class:`~khabar.models.predictor.TorchEngine`) |
-| ``onnx-int8`` | ONNX Runtime on a graph exported with ``torch.onnx.export(dynamo=True)``, its feed-forward inputs smoothed (:mod:`khabar.models.smoothing`), and quantized with ``quantize_dynamic`` (int8 weights, activations quantized per call) |
+| ``onnx-int8`` | ONNX Runtime on the model's int8 graph (:mod:`khabar.models.onnx_export`: exported with ``torch.onnx.export(dynamo=True)``, feed-forward inputs smoothed, ``quantize_dynamic``) |
 | ``torch-int8`` | PyTorch dynamic quantization of the encoder's ``nn.Linear`` layers |
 | ``int8`` | :data:`DEFAULT_INT8`, the int8 engine that stays closest to fp32 |
 
-Without a name, :func:`make_engine` reads ``KHABAR_ENGINE`` (default ``fp32``).
+Without a name, :func:`make_engine` reads ``KHABAR_ENGINE``; unset, the engine is :data:`DEFAULT_INT8`
+when the ``onnx`` extra is installed (int8 labels stay within a point of fp32: README, "Measured
+results"), else ``fp32``, which one log line says (:func:`default_engine`).
 
 The ONNX engines can run several batches at once (``streams``, default ``KHABAR_ONNX_STREAMS``):
 the engine's threads are split between streams, each ``session.run`` on its own Python thread
@@ -27,21 +29,18 @@ a sleeping thread pays a wake-up each time (the README gives the measured differ
 ``KHABAR_ONNX_SPIN=0`` gives the cores back between
 operators, for machines where other busy processes share them.
 
-The ONNX files are cached per model tag under ``KHABAR_HOME/cache/onnx/<name>-<version>/``
-(never inside the model store, whose folders are content of the artifact), so exporting and
-quantizing happen once per model.
+The int8 graph is stored in the model's store entry (``onnx/``), exported when the model is
+saved or promoted; :meth:`OnnxEngine.for_model` runs it only after checking that it was exported
+from these weights, and exports it again otherwise (:mod:`khabar.models.onnx_export`).
 """
 from __future__ import annotations
 
 import collections
 import concurrent.futures
-import contextlib
 import copy
-import json
+import functools
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -50,56 +49,74 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from khabar.env import khabar_home
+from khabar.models.onnx_export import ensure_graph, missing_onnx_packages
 from khabar.models.predictor import TorchEngine
+from khabar.models.store import WEIGHTS
+
+log = logging.getLogger("khabar.engines")
 
 ENGINE_NAMES = ("fp32", "int8", "onnx-int8", "torch-int8")
 # ONNX Runtime's int8 (smoothed) stays much closer to fp32 than PyTorch's dynamic int8 in the
 # bench's agreement columns (README, "Measured results"), so it is the int8 default.
 DEFAULT_INT8 = "onnx-int8"
-# Bump when the export recipe changes, so stale cached graphs are rebuilt.
-EXPORT_VERSION = 3  # 3: feed-forward inputs smoothed before int8 (models/smoothing.py)
-HEAD_ORDER = ("topic", "stance", "ner")
 
 
 class EngineError(RuntimeError):
     """An engine cannot be built here; the message says what to do."""
 
 
+def default_engine() -> str:
+    """The engine when neither the caller nor KHABAR_ENGINE names one: :data:`DEFAULT_INT8` when
+    the ``onnx`` extra is installed, else ``fp32`` (logged once per process)."""
+    missing = missing_onnx_packages()
+    if missing:
+        _say_fp32_fallback(tuple(missing))
+        return "fp32"
+    return DEFAULT_INT8
+
+
+@functools.cache
+def _say_fp32_fallback(missing: tuple[str, ...]) -> None:
+    log.warning("engine: fp32, because %s is not installed (pip install 'khabar[onnx]' for the int8 "
+                "default; KHABAR_ENGINE=fp32 silences this)", ", ".join(missing))
+
+
 def resolve_engine_name(name: str | None) -> str:
-    """Normalise an engine name: ``None`` or empty -> KHABAR_ENGINE, else ``fp32``; ``int8`` -> the
-    measured default (:data:`DEFAULT_INT8`)."""
-    name = (name or os.environ.get("KHABAR_ENGINE", "") or "fp32").strip().lower()
+    """Normalise an engine name: ``None`` or empty -> KHABAR_ENGINE, else :func:`default_engine`;
+    ``int8`` -> the measured default (:data:`DEFAULT_INT8`)."""
+    name = (name or os.environ.get("KHABAR_ENGINE", "") or default_engine()).strip().lower()
     if name not in ENGINE_NAMES:
         raise EngineError(f"unknown engine {name!r}: choose one of {', '.join(ENGINE_NAMES)}")
     return DEFAULT_INT8 if name == "int8" else name
 
 
 def make_engine(name: str | None, loaded, *, threads: int | None = None, streams: int | None = None,
-                spin: bool | None = None, cache_dir: Path | None = None,
+                spin: bool | None = None, graph_dir: Path | None = None,
                 progress: Callable[[str], None] | None = None) -> Callable:
     """Build the engine ``name`` for a :class:`~khabar.models.store.LoadedModel`.
 
-    ``name=None`` reads KHABAR_ENGINE (default ``fp32``), so the service and batch jobs can pass
-    ``make_engine(None, loaded)`` and be switched by the environment.
+    ``name=None`` reads KHABAR_ENGINE (default: :func:`default_engine`), so the service and batch
+    jobs can pass ``make_engine(None, loaded)`` and be switched by the environment.
 
     ``threads`` caps the engine's threads (default: KHABAR_THREADS, else all cores);
     ``streams`` is how many batches an ONNX engine runs at once (default: KHABAR_ONNX_STREAMS, else 1);
     ``spin`` whether its threads spin between operators (default: KHABAR_ONNX_SPIN, else on);
-    ``cache_dir`` overrides where ONNX files are kept (tests).
+    ``graph_dir`` keeps the int8 graph there instead of in the model's store entry (tests).
     """
     name = resolve_engine_name(name)
     if name == "fp32":
         return TorchEngine(loaded.model)
     if name == "torch-int8":
         return TorchInt8Engine(loaded.model)
-    return OnnxEngine.for_model(loaded, threads=threads, streams=streams, spin=spin, cache_dir=cache_dir,
+    return OnnxEngine.for_model(loaded, threads=threads, streams=streams, spin=spin, graph_dir=graph_dir,
                                 progress=progress)
 
 
 def engine_threads(threads: int | None = None) -> int:
     """Threads an engine uses: the argument, else KHABAR_THREADS, else every core."""
-    return threads or int(os.environ.get("KHABAR_THREADS", "0")) or os.cpu_count() or 1
+    from khabar.settings import settings
+
+    return threads or settings().threads
 
 
 def engine_streams(streams: int | None = None) -> int:
@@ -146,155 +163,6 @@ class TorchInt8Engine(TorchEngine):
 
 
 # -- ONNX Runtime ------------------------------------------------------------------------------
-class _AllHeads(torch.nn.Module):
-    """Export wrapper: fixed inputs, the logits of every head the model has, in HEAD_ORDER.
-
-    Computing all heads for every batch costs next to nothing (they are single Linear layers) and
-    keeps one graph per model instead of one per task set.
-    """
-
-    def __init__(self, model: torch.nn.Module, tasks: tuple[str, ...]) -> None:
-        super().__init__()
-        self.model = model
-        self.tasks = tasks
-
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                         token_type_ids=token_type_ids, tasks=self.tasks)
-        return tuple(out[t] for t in self.tasks)
-
-
-def onnx_cache_dir(tag: str) -> Path:
-    """Where the ONNX files of model ``tag`` are cached: KHABAR_HOME/cache/onnx/<name>-<version>."""
-    return khabar_home() / "cache" / "onnx" / tag.replace(":", "-").replace("/", "_")
-
-
-def export_onnx(model: torch.nn.Module, out_dir: Path, *, max_length: int, tokenizer=None,
-                progress: Callable[[str], None] | None = None) -> dict:
-    """Export ``model`` (a KhabarModel) to ``out_dir/model.onnx`` and ``model.int8.onnx``.
-
-    With ``tokenizer``, the feed-forward inputs are smoothed first (:mod:`khabar.models.smoothing`):
-    the same function, with int8 labels much closer to fp32. Both files hold the smoothed graph.
-
-    Batch and sequence axes are dynamic. Files are written in a temporary folder next to
-    ``out_dir`` and moved into place at the end, so a killed export leaves no half-written cache.
-    Returns the manifest written as ``out_dir/manifest.json``.
-    """
-    import onnxruntime
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    say = progress or (lambda m: None)
-    tasks = tuple(t for t in HEAD_ORDER if t in model.schema.tasks)
-    # Eager attention exports as MatMul/Softmax; the SDPA path adds IsNaN/Where masking ops that
-    # cost ~14% of an int8 run in ONNX Runtime. Same numbers (checked by the tests).
-    model = copy.deepcopy(model).eval()
-    if hasattr(model.encoder, "set_attn_implementation"):
-        model.encoder.set_attn_implementation("eager")
-    smoothed, calibration = 0, None
-    if tokenizer is not None:
-        from khabar.models.smoothing import calibration_texts, smooth_encoder, text_calibration
-
-        texts, calibration = calibration_texts()
-        say(f"smoothing feed-forward inputs for int8 (SmoothQuant; calibration: {calibration})")
-        smoothed = smooth_encoder(model.encoder, text_calibration(
-            tokenizer, texts, max_length=max_length, stride=model.schema.stride))
-    wrapper = _AllHeads(model, tasks).eval()
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
-    try:
-        # Batch 2 and 16 tokens: size-1 axes would be specialised away by torch.export.
-        example = {
-            "input_ids": torch.full((2, 16), 5, dtype=torch.long),
-            "attention_mask": torch.ones((2, 16), dtype=torch.long),
-            "token_type_ids": torch.zeros((2, 16), dtype=torch.long),
-        }
-        batch = torch.export.Dim("batch", min=1, max=4096)
-        seq = torch.export.Dim("seq", min=2, max=max(max_length, 17))
-        dyn = {k: {0: batch, 1: seq} for k in example}
-        say("exporting the model to ONNX (torch.onnx.export, dynamo=True)")
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.export internals
-            warnings.simplefilter("ignore", UserWarning)  # "axis name batch will not be used"
-            program = torch.onnx.export(wrapper, (), kwargs=example, dynamic_shapes=dyn, dynamo=True,
-                                        input_names=list(example), output_names=list(tasks), verbose=False)
-        program.save(str(tmp / "model.onnx"), external_data=False)
-        say("quantizing to int8 (onnxruntime quantize_dynamic, QInt8 weights)")
-        # Per-channel 7-bit weights: on AVX2 CPUs without VNNI the u8 x s8 products can saturate
-        # at 8 bits; reduce_range avoids it (same speed, labels much closer to fp32 here).
-        with _quiet_root_logger():  # it advises a shape-inference pass that fails on this graph
-            quantize_dynamic(tmp / "model.onnx", tmp / "model.int8.onnx", weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=True,
-                             nodes_to_quantize=encoder_matmuls(tmp / "model.onnx",
-                                                               model.encoder.config.hidden_size))
-        manifest = {"export_version": EXPORT_VERSION, "tasks": list(tasks), "inputs": list(example),
-                    "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-                    "max_length": max_length, "smoothed_linears": smoothed, "calibration": calibration}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return manifest
-
-
-@contextlib.contextmanager
-def _quiet_root_logger():
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
-def encoder_matmuls(path: Path, hidden: int) -> list[str]:
-    """Names of the MatMul/Gemm nodes with an encoder weight (both sides >= hidden size).
-
-    The heads (one side = the number of labels) stay fp32, as in :class:`TorchInt8Engine`.
-    """
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    shapes = {init.name: tuple(init.dims) for init in graph.initializer}
-    names = []
-    for node in graph.node:
-        if node.op_type not in ("MatMul", "Gemm"):
-            continue
-        weights = [shapes[i] for i in node.input[1:2] if i in shapes]
-        if weights and len(weights[0]) == 2 and min(weights[0]) >= hidden:
-            names.append(node.name)
-    return names
-
-
-@contextlib.contextmanager
-def _export_lock(folder: Path):
-    """An exclusive lock beside ``folder`` (POSIX ``flock``; released if the process dies)."""
-    import fcntl
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f"{folder.name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _cached_manifest(folder: Path) -> dict | None:
-    """The manifest of a complete, current cache folder, else None."""
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if manifest.get("export_version") != EXPORT_VERSION or not (folder / "model.int8.onnx").exists():
-        return None
-    return manifest
-
-
 class OnnxEngine:
     """ONNX Runtime session over an exported graph (int8 by default)."""
 
@@ -323,24 +191,17 @@ class OnnxEngine:
         self._pool_lock = threading.Lock()
 
     @classmethod
-    def for_model(cls, loaded, *, int8: bool = True, threads: int | None = None, streams: int | None = None,
-                  spin: bool | None = None, cache_dir: Path | None = None,
+    def for_model(cls, loaded, *, threads: int | None = None, streams: int | None = None,
+                  spin: bool | None = None, graph_dir: Path | None = None,
                   progress: Callable[[str], None] | None = None) -> "OnnxEngine":
-        """The engine for a loaded model, exporting (once) into the ONNX cache when needed."""
-        folder = Path(cache_dir) if cache_dir else onnx_cache_dir(loaded.tag)
-        manifest = _cached_manifest(folder)
-        if manifest is None:
-            # Several service workers may start at once: one exports, the others wait and reuse.
-            with _export_lock(folder):
-                manifest = _cached_manifest(folder)
-                if manifest is None:
-                    try:
-                        manifest = export_onnx(loaded.model, folder, max_length=loaded.schema.max_length,
-                                               tokenizer=loaded.tokenizer, progress=progress)
-                    except ImportError as err:
-                        raise EngineError(f"the onnx engines need onnx, onnxscript and onnxruntime "
-                                          f"(pip install 'khabar[onnx]'): {err}") from None
-        path = folder / ("model.int8.onnx" if int8 else "model.onnx")
+        """The engine for a loaded model: its stored int8 graph when that was exported from these
+        weights, else a graph exported now (into ``graph_dir``, default the model's entry)."""
+        try:
+            path, manifest = ensure_graph(Path(loaded.path) / WEIGHTS, loaded.model, loaded.tokenizer,
+                                          folder=graph_dir, progress=progress)
+        except ImportError as err:
+            raise EngineError(f"the onnx engines need onnx, onnxscript and onnxruntime "
+                              f"(pip install 'khabar[onnx]'): {err}") from None
         return cls(path, manifest["tasks"], threads=threads, streams=streams, spin=spin)
 
     def map(self, batches: Iterable[dict[str, torch.Tensor]], tasks: tuple[str, ...]) -> Iterator[dict[str, np.ndarray]]:

@@ -3,15 +3,20 @@
 The stage lives in the model store itself (``BENTOML_HOME/khabar-stages.json``), replaced in one
 ``os.replace`` so a promotion is a single atomic step and a crash leaves the old or the new state,
 never a mix. The service reads the promoted tag; retraining promotes only through its gate.
+A model is given its int8 ONNX graph (the service's default engine) when it is promoted, if it has
+none for its weights yet, so the service switches to it without waiting for an export.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
 
-from khabar.models.store import MODEL_NAME, ModelStoreError, model_path
+from khabar.models.store import MODEL_NAME, WEIGHTS, ModelStoreError, model_path
+
+log = logging.getLogger("khabar.registry")
 
 
 def _stages_file() -> Path:
@@ -56,10 +61,12 @@ def serving_tag(explicit: str | None = None) -> str:
 
 
 def promote(tag: str, reason: str = "manual") -> str:
-    """Make ``tag`` the promoted model (it must exist and hold weights)."""
+    """Make ``tag`` the promoted model (it must exist and hold weights), exporting its int8 graph
+    first when it lacks one (promoting the promoted model again does only that)."""
     full, path = model_path(tag)
-    if not (path / "model.safetensors").exists():
+    if not (path / WEIGHTS).exists():
         raise ModelStoreError(f"{full} has no weights; refusing to promote it")
+    _ensure_graph(full, path)
     stages = read_stages()
     if stages.get("promoted") == full:
         return full
@@ -78,12 +85,25 @@ def rollback() -> str:
     if not earlier:
         raise ModelStoreError("nothing to roll back to: no earlier promoted model")
     target = earlier[-1]
-    model_path(target)  # still in the store?
+    _ensure_graph(*model_path(target))  # still in the store? (and ready for the int8 engine)
     stages["history"].append({"tag": target, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "reason": f"rollback from {current}"})
     stages["promoted"] = target
     _write_stages(stages)
     return target
+
+
+def _ensure_graph(full: str, path: Path) -> None:
+    """Export the int8 graph of stored model ``full`` unless it holds one of its weights already
+    (or the ``onnx`` extra is not installed). A model that cannot be loaded is refused."""
+    from khabar.models.onnx_export import missing_onnx_packages
+    from khabar.models.store import has_current_graph, load_model, store_graph
+
+    if missing_onnx_packages() or has_current_graph(path):
+        return
+    log.warning("%s has no int8 ONNX graph of its weights: exporting it now (once per model)", full)
+    loaded = load_model(full)
+    store_graph(loaded.model, loaded.tokenizer, path)
 
 
 def record_gate(tag: str, verdict: dict, report: str | None = None) -> None:

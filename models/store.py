@@ -3,14 +3,16 @@
 An artifact is one folder in ``BENTOML_HOME/models/khabar/<version>``:
 ``model.safetensors`` (encoder + heads; never pickle), ``encoder/config.json``, ``tokenizer/``,
 ``schema.json`` (tasks, labels, windowing), ``training.json`` (config, data fingerprints, dev
-metrics, backbone identity, code version). Everything else in khabar loads models through here.
+metrics, backbone identity, code version), and ``onnx/``: the int8 graph the service runs by
+default, exported at save time when the ``onnx`` extra is installed (:mod:`khabar.models.onnx_export`).
+Everything else in khabar loads models through here.
 """
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-
 
 from khabar.models.hybrid import HybridError, load_hybrid, save_hybrid
 from khabar.models.multitask import KhabarModel
@@ -18,6 +20,7 @@ from khabar.models.schema import ModelSchema
 
 MODEL_NAME = "khabar"
 WEIGHTS = "model.safetensors"
+log = logging.getLogger("khabar.store")
 
 
 class ModelStoreError(RuntimeError):
@@ -48,7 +51,8 @@ def save_model(model: KhabarModel, tokenizer, *, training: dict, labels: dict | 
     """Write a model into the store; returns its tag (``khabar:<version>``).
 
     ``extra_files`` (training log, curves) are copied beside the weights when they exist;
-    ``hybrid`` (task -> HybridHead) is written under ``hybrid/`` (models/hybrid.py).
+    ``hybrid`` (task -> HybridHead) is written under ``hybrid/`` (models/hybrid.py); the int8 ONNX
+    graph under ``onnx/`` (:func:`store_graph`), so no service or job waits for its export.
     """
     import shutil
 
@@ -74,8 +78,37 @@ def save_model(model: KhabarModel, tokenizer, *, training: dict, labels: dict | 
                 shutil.copy2(extra, path / Path(extra).name)
         if hybrid:
             save_hybrid(hybrid, path)
+        store_graph(model, tokenizer, path)
         tag = str(ref.tag)
     return tag
+
+
+def store_graph(model: KhabarModel, tokenizer, path: Path) -> bool:
+    """Export the int8 ONNX graph of the model stored in ``path`` into ``path/onnx`` unless a graph
+    of these weights is there already; returns whether a current graph is there now.
+
+    Without the ``onnx`` extra nothing is exported (the default engine is then fp32). A failed
+    export is logged and the model stays usable: the int8 engine exports when it first loads it.
+    """
+    from khabar.models.onnx_export import ensure_graph, missing_onnx_packages
+
+    if missing_onnx_packages():
+        return False
+    try:
+        ensure_graph(Path(path) / WEIGHTS, model, tokenizer, progress=log.info)
+    except Exception as err:  # noqa: BLE001 - an optional artifact must never cost the model itself
+        log.warning("%s has no int8 ONNX graph (%s: %s); the int8 engine will export it when it first "
+                    "loads the model", path, type(err).__name__, err)
+        return False
+    return True
+
+
+def has_current_graph(path: Path) -> bool:
+    """Whether the model stored in ``path`` holds an int8 graph exported from its weights."""
+    from khabar.models.files import sha256_file
+    from khabar.models.onnx_export import GRAPH_DIR, graph_manifest
+
+    return graph_manifest(Path(path) / GRAPH_DIR, sha256_file(Path(path) / WEIGHTS)) is not None
 
 
 def model_path(tag: str = f"{MODEL_NAME}:latest") -> tuple[str, Path]:

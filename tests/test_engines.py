@@ -1,8 +1,12 @@
-"""Inference engines: int8 paths give fp32's labels, the ONNX graph is the model, files are cached
-beside the store (never in it), and engines are chosen by name."""
+"""Inference engines: int8 paths give fp32's labels, the ONNX graph is the model, the int8 graph is
+stored with the model and run only for the weights it came from, int8 ONNX is the default engine
+of the service and batch jobs, and engines are chosen by name."""
 from __future__ import annotations
 
+import copy
 import json
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +14,9 @@ import pytest
 import torch
 
 from khabar.models.engines import (DEFAULT_INT8, EngineError, OnnxEngine, TorchInt8Engine, make_engine,
-                                   onnx_cache_dir, resolve_engine_name)
+                                   resolve_engine_name)
+from khabar.models.files import sha256_file
+from khabar.models.onnx_export import GRAPH_DIR, INT8_GRAPH, MANIFEST, export_onnx
 from khabar.models.predictor import LabelRequest, Predictor, TorchEngine
 from khabar.models.windows import collate, make_windows
 
@@ -31,6 +37,8 @@ def onnx_engine(tiny_loaded):
 
 def test_names_resolve_and_unknown_names_are_refused(monkeypatch):
     monkeypatch.delenv("KHABAR_ENGINE", raising=False)
+    assert resolve_engine_name(None) == DEFAULT_INT8 == "onnx-int8", "the onnx extra is installed here"
+    monkeypatch.setenv("KHABAR_ENGINE", "fp32")
     assert resolve_engine_name(None) == "fp32"
     monkeypatch.setenv("KHABAR_ENGINE", "torch-int8")
     assert resolve_engine_name(None) == resolve_engine_name("") == "torch-int8"
@@ -41,6 +49,20 @@ def test_names_resolve_and_unknown_names_are_refused(monkeypatch):
         resolve_engine_name("int4")
 
 
+def test_without_onnxruntime_the_default_is_fp32_said_once(monkeypatch, caplog):
+    import khabar.models.engines as engines
+
+    monkeypatch.delenv("KHABAR_ENGINE", raising=False)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what Python reports for a missing package
+    engines._say_fp32_fallback.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="khabar.engines"):
+        assert resolve_engine_name(None) == resolve_engine_name(None) == "fp32"
+    lines = [r.getMessage() for r in caplog.records if r.name == "khabar.engines"]
+    assert len(lines) == 1 and "onnxruntime" in lines[0] and "khabar[onnx]" in lines[0], lines
+    assert resolve_engine_name("int8") == "onnx-int8", "a named engine is not replaced"
+    engines._say_fp32_fallback.cache_clear()
+
+
 def test_engines_by_name(tiny_loaded, onnx_engine):
     assert isinstance(make_engine("fp32", tiny_loaded), TorchEngine)
     assert isinstance(make_engine("torch-int8", tiny_loaded), TorchInt8Engine)
@@ -49,15 +71,50 @@ def test_engines_by_name(tiny_loaded, onnx_engine):
     assert all(type(m) is torch.nn.Linear for m in tiny_loaded.model.modules() if "Linear" in type(m).__name__)
 
 
-def test_onnx_files_are_cached_beside_the_store_not_in_it(tiny_loaded, onnx_engine):
-    folder = onnx_cache_dir(tiny_loaded.tag)
-    assert onnx_engine.path.parent == folder
-    assert {"model.onnx", "model.int8.onnx", "manifest.json"} <= {p.name for p in folder.iterdir()}
-    assert not list(Path(tiny_loaded.path).rglob("*.onnx"))
-    stamp = (folder / "model.int8.onnx").stat().st_mtime_ns
-    again = make_engine("int8" if DEFAULT_INT8 == "onnx-int8" else "onnx-int8", tiny_loaded, threads=1)
-    assert again.path == onnx_engine.path
-    assert (folder / "model.int8.onnx").stat().st_mtime_ns == stamp  # reused, not exported again
+def test_training_saves_the_int8_graph_with_the_model(tiny_loaded):
+    """The tiny model was saved by `train`: its store entry holds the graph of its weights, and the
+    engine runs that graph instead of exporting one."""
+    entry = Path(tiny_loaded.path)
+    folder = entry / GRAPH_DIR
+    assert {p.name for p in folder.iterdir()} == {INT8_GRAPH, MANIFEST}  # no fp32 graph, no temp files
+    assert not [p.name for p in entry.iterdir() if p.name.startswith(GRAPH_DIR) and p.name != GRAPH_DIR]
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    assert manifest["weights_sha256"] == sha256_file(entry / "model.safetensors")
+    assert manifest["graph_sha256"] == sha256_file(folder / INT8_GRAPH)
+    stamp = (folder / INT8_GRAPH).stat().st_mtime_ns
+    engine = make_engine("int8", tiny_loaded, threads=1)
+    assert engine.path == folder / INT8_GRAPH
+    assert (folder / INT8_GRAPH).stat().st_mtime_ns == stamp  # reused, not exported again
+
+
+def test_a_stale_or_tampered_graph_is_exported_again(tiny_loaded, articles):
+    """A graph from other weights (a copied entry, weights replaced) or edited since its export is
+    never run: the engine exports the graph of the weights it loaded."""
+    from khabar.models.store import has_current_graph, load_model, model_path, save_model
+
+    other = copy.deepcopy(tiny_loaded.model)
+    with torch.no_grad():
+        next(other.heads.parameters()).add_(0.5)
+    tag = save_model(other, tiny_loaded.tokenizer, training=tiny_loaded.training, name="khabar-stale-graph")
+    _, entry = model_path(tag)
+    folder = entry / GRAPH_DIR
+    own = sha256_file(folder / INT8_GRAPH)
+    # 1. the graph of the tiny model's weights put in its place
+    for name in (INT8_GRAPH, MANIFEST):
+        (folder / name).write_bytes((Path(tiny_loaded.path) / GRAPH_DIR / name).read_bytes())
+    assert not has_current_graph(entry)
+    loaded = load_model(tag)
+    make_engine("onnx-int8", loaded, threads=1)
+    assert has_current_graph(entry) and sha256_file(folder / INT8_GRAPH) == own
+    # 2. the graph's bytes changed after its export
+    with open(folder / INT8_GRAPH, "ab") as fh:
+        fh.write(b"\0")
+    assert not has_current_graph(entry)
+    engine = make_engine("onnx-int8", loaded, threads=1)
+    assert has_current_graph(entry) and sha256_file(engine.path) == own
+    batch = _batches(loaded, articles[:8])[0]
+    got, want = engine(batch, ("topic",))["topic"], TorchEngine(loaded.model)(batch, ("topic",))["topic"]
+    np.testing.assert_allclose(got, want, atol=0.02)  # int8 of these weights (0.0006 measured)
 
 
 def _batches(tiny_loaded, texts):
@@ -66,8 +123,10 @@ def _batches(tiny_loaded, texts):
     return [collate(windows[i: i + n], tiny_loaded.tokenizer.pad_token_id) for i, n in ((0, 3), (3, 5))]
 
 
-def test_exported_graph_computes_the_model_with_dynamic_batch_and_length(tiny_loaded, onnx_engine, articles):
-    fp32_graph = OnnxEngine(onnx_engine.path.with_name("model.onnx"), onnx_engine.tasks, threads=1)
+def test_exported_graph_computes_the_model_with_dynamic_batch_and_length(tiny_loaded, onnx_engine, articles,
+                                                                        tmp_path):
+    export_onnx(tiny_loaded.model, tmp_path / "graph", tokenizer=tiny_loaded.tokenizer, keep_fp32=True)
+    fp32_graph = OnnxEngine(tmp_path / "graph" / "model.onnx", onnx_engine.tasks, threads=1)
     torch_engine = TorchEngine(tiny_loaded.model)
     for batch in _batches(tiny_loaded, [articles[0][:60], articles[1], articles[2][:200], articles[3]]):
         ref = torch_engine(batch, ("topic", "ner"))
@@ -168,17 +227,29 @@ def test_concurrent_first_use_exports_once(tiny_loaded, tmp_path, monkeypatch):
     """Service workers starting together: one exports, the other waits and reuses the files."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import khabar.models.engines as engine_module
+    import khabar.models.onnx_export as onnx_export
 
     calls = []
-    real = engine_module.export_onnx
-    monkeypatch.setattr(engine_module, "export_onnx", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    real = onnx_export.export_onnx
+    monkeypatch.setattr(onnx_export, "export_onnx", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     folder = tmp_path / "onnx"
     with ThreadPoolExecutor(2) as pool:
-        engines = list(pool.map(lambda _: OnnxEngine.for_model(tiny_loaded, threads=1, cache_dir=folder), range(2)))
+        engines = list(pool.map(lambda _: OnnxEngine.for_model(tiny_loaded, threads=1, graph_dir=folder), range(2)))
     assert engines[0].path == engines[1].path == folder / "model.int8.onnx"
     assert len(calls) == 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("onnx.") and p.is_dir()]  # no temp folders left
+
+
+def test_service_and_batch_jobs_run_int8_onnx_by_default_and_fp32_on_request(tiny_model_tag, monkeypatch):
+    from khabar.serving.batch.scorer import Scorer
+    from khabar.serving.reload import ModelHolder
+
+    monkeypatch.delenv("KHABAR_ENGINE", raising=False)  # tests/conftest.py pins fp32 for the others
+    assert isinstance(ModelHolder(tiny_model_tag).live.predictor.engine, OnnxEngine)
+    assert isinstance(Scorer(tiny_model_tag, tasks=["topic"], targets=[]).predictor.engine, OnnxEngine)
+    monkeypatch.setenv("KHABAR_ENGINE", "fp32")
+    assert type(ModelHolder(tiny_model_tag).live.predictor.engine) is TorchEngine
+    assert type(Scorer(tiny_model_tag, tasks=["topic"], targets=[]).predictor.engine) is TorchEngine
 
 
 def test_batch_jobs_follow_khabar_engine_and_keep_int8_jobs_apart(tiny_model_tag, tmp_path, monkeypatch):

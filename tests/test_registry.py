@@ -1,4 +1,5 @@
-"""Promotion is one atomic step in the store; rollback returns to the previous promoted model."""
+"""Promotion is one atomic step in the store; rollback returns to the previous promoted model; a
+model about to be served gets its int8 graph when it lacks one."""
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ from khabar.models.registry import list_models, promote, promoted_tag, read_stag
 from khabar.models.store import ModelStoreError
 
 
-def _copy_model(tag: str) -> str:
-    """A second stored model with the same files (a stand-in for a retrained candidate)."""
+def _copy_model(tag: str, skip: tuple[str, ...] = ()) -> str:
+    """A second stored model with the same files (a stand-in for a retrained candidate), without
+    the files or folders named in ``skip``."""
     import shutil
 
     import bentoml
@@ -23,7 +25,7 @@ def _copy_model(tag: str) -> str:
     _, src = model_path(tag)
     with bentoml.models.create("khabar", metadata={"tasks": ["topic"]}) as ref:
         for item in src.iterdir():
-            if item.name in {"model.yaml"}:
+            if item.name in {"model.yaml", *skip}:
                 continue
             dst = Path(ref.path) / item.name
             shutil.copytree(item, dst) if item.is_dir() else shutil.copy2(item, dst)
@@ -42,6 +44,25 @@ def test_promote_and_rollback(tiny_model_tag):
     assert [h["reason"] for h in stages["history"]][-2:] == ["gate passed", f"rollback from {second}"]
     rows = {r["tag"]: r for r in list_models()}
     assert rows[first]["stage"] == "promoted" and rows[second]["stage"] == "retired"
+
+
+def test_a_model_promoted_or_rolled_back_to_without_a_graph_gets_one(tiny_model_tag):
+    """A model stored before graphs were saved with it (here: a copy without ``onnx/``) is given
+    its graph when promoted, and again when a rollback returns to it, so the service need not
+    export it."""
+    import shutil
+
+    from khabar.models.onnx_export import GRAPH_DIR
+    from khabar.models.store import has_current_graph, model_path
+
+    bare = _copy_model(tiny_model_tag, skip=(GRAPH_DIR,))
+    entry = model_path(bare)[1]
+    assert not (entry / GRAPH_DIR).exists()
+    assert promote(bare, reason="test: no graph yet") == promoted_tag()
+    assert has_current_graph(entry)
+    shutil.rmtree(entry / GRAPH_DIR)
+    promote(tiny_model_tag, reason="test: another model")
+    assert rollback() == bare and has_current_graph(entry)
 
 
 def test_promote_refuses_unknown_models():

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from khabar.models.engines import onnx_cache_dir
 from khabar.models.smoothing import (SmoothedLinear, input_maxima, smooth_encoder, smoothed_targets,
                                      text_calibration)
 
@@ -75,7 +74,7 @@ def test_the_exported_int8_graph_is_smoothed(tiny_loaded):
     from khabar.models.engines import make_engine
 
     engine = make_engine("onnx-int8", tiny_loaded, threads=1)
-    manifest = json.loads((onnx_cache_dir(tiny_loaded.tag) / "manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads((engine.path.parent / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["smoothed_linears"] == 3 * tiny_loaded.model.encoder.config.num_hidden_layers
     assert manifest["calibration"].startswith("data/sample/topic.jsonl")
     # the caller's model is left as it was
