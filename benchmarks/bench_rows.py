@@ -309,12 +309,12 @@ def hybrid_seconds(hybrid: dict, texts: list[str], target: str) -> float:
 def row_dev(spec: dict) -> dict:
     """int8 against fp32 on dev sets: stance macro-F1 and NER micro-F1 per set (topic accuracy
     comes from the predictor rows, on the bench's own dev articles)."""
-    from khabar.eval.scoring import score_examples
     from khabar.models.engines import make_engine, resolve_engine_name
     from khabar.models.predictor import Predictor
     from khabar.models.store import load_model
     from khabar.training.config import Source
     from khabar.training.data import read_source
+    from khabar.training.scoring import score_examples
 
     threads = _threads(spec)
     loaded = load_model(spec["tag"])

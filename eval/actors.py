@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from khabar.eval.metrics import classification_metrics
+from khabar.training.scoring import classification_metrics
 
 LABELS = ["favor", "against", "neutral"]
 

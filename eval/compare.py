@@ -1,8 +1,9 @@
 """Two systems on the same files: per-metric deltas with paired significance.
 
 :func:`compare_runs` works on scored runs (the report uses it for model vs baseline and model vs
-``--compare``); :func:`compare_models` is the entry point for the retraining gate: two tags and
-some files in, per-file and per-task primary deltas with p-values out.
+``--compare``, and `khabar retrain` for candidate vs base); :func:`compare_models` asks the
+retraining gate's question from Python: two tags and some files in, per-file and per-task primary
+deltas with p-values out.
 """
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 
 from khabar.eval.datasets import EvalSet
 from khabar.eval.evaluate import SystemRun, statistic
-from khabar.eval.scoring import PRIMARY
 from khabar.eval.stats import mcnemar, paired_bootstrap
+from khabar.training.scoring import PRIMARY
 
 
 def compare_runs(sets: list[EvalSet], base: SystemRun, candidate: SystemRun, *, n_boot: int = 1000,

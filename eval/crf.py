@@ -7,7 +7,7 @@ import hashlib
 import re
 from collections import Counter, defaultdict
 
-from khabar.eval.metrics import ner_metrics
+from khabar.training.scoring import ner_metrics
 
 MAX_TRAIN_SENTENCES = 6000
 HOLDOUT_FRACTION = 0.1

@@ -9,9 +9,9 @@ import time
 from dataclasses import dataclass, field
 
 from khabar.eval.datasets import EvalSet
-from khabar.eval.metrics import (classification_metrics, confusion_matrix, macro_labels, ner_metrics, official_metric,
-                                 reliability)
+from khabar.eval.metrics import confusion_matrix, official_metric, reliability
 from khabar.eval.stats import Statistic, bootstrap_ci, classification_statistic, ner_statistic
+from khabar.training.scoring import classification_metrics, macro_labels, ner_metrics
 
 
 @dataclass
@@ -87,8 +87,8 @@ def evaluate_model(loaded, sets: list[EvalSet], *, batch_size: int = 32, n_boot:
     """Label every set with the stored model through the service's predictor and score it."""
     from tqdm.auto import tqdm
 
-    from khabar.eval.scoring import predict_examples
     from khabar.models.predictor import Predictor
+    from khabar.training.scoring import predict_examples
 
     predictor = Predictor.from_loaded(loaded, batch_size=batch_size, keep_parts=bool(loaded.hybrid),
                                       ner_decoding=ner_decoding)

@@ -14,7 +14,7 @@ from pathlib import Path
 from khabar.eval import plots
 from khabar.eval.pipeline import Evaluation
 from khabar.eval.render import Block, render_html, render_md
-from khabar.eval.scoring import PRIMARY
+from khabar.training.scoring import PRIMARY
 
 N_ERRORS = 8
 _KEEP = ("n", "accuracy", "macro_f1", "per_label", "n_sentences", "micro_f1", "per_type", "ci95",

@@ -8,12 +8,11 @@ import pytest
 
 from khabar.eval.datasets import EvalSet
 from khabar.eval.evaluate import SetResult, finish
-from khabar.eval.metrics import (classification_metrics, confusion_matrix, entity_counts, macro_labels,
-                                 ner_metrics, reliability)
-from khabar.eval.scoring import predict_examples
+from khabar.eval.metrics import confusion_matrix, entity_counts, reliability
 from khabar.eval.stats import (bootstrap_ci, classification_statistic, mcnemar, ner_statistic,
                                paired_bootstrap)
 from khabar.training.readers import NerExample, StanceExample, TopicExample
+from khabar.training.scoring import classification_metrics, macro_labels, ner_metrics, predict_examples
 
 LABELS = ["economy", "sport", "culture"]
 # Six articles: gold label, what the fake model predicts, and its confidence.

@@ -194,7 +194,7 @@ def fit_task(task: str, data: BlendData, p_encoder: np.ndarray, labels: list[str
 def encoder_probs(predictor, task: str, examples: list, labels: list[str], progress=None) -> np.ndarray:
     """The encoder's pooled probabilities [n, labels] for labelled examples (through the predictor,
     so windows and pooling are the service's)."""
-    from khabar.eval.scoring import predict_examples
+    from khabar.training.scoring import predict_examples
 
     _, _, probs = predict_examples(predictor, task, examples, progress=progress)
     return np.array([[p[lab] for lab in labels] for p in probs])

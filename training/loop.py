@@ -21,7 +21,6 @@ import torch
 from tqdm.auto import tqdm
 
 from khabar.env import khabar_home
-from khabar.eval.scoring import primary_metric, score_examples
 from khabar.models.backbones import backbone_identity, load_encoder, load_tokenizer, resolve_backbone
 from khabar.models.multitask import KhabarModel
 from khabar.models.predictor import Predictor
@@ -32,6 +31,7 @@ from khabar.training.checkpoint import load_checkpoint, save_checkpoint
 from khabar.training.config import TrainConfig
 from khabar.training.data import IGNORE, build_windows, load_examples, task_labels, window_cap
 from khabar.training.plots import plot_curves
+from khabar.training.scoring import primary_metric, score_examples
 from khabar.training.weighting import WEIGHTED_TASKS, class_weights
 
 

@@ -11,7 +11,7 @@ def plot_curves(history: list[dict], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from khabar.eval.scoring import PRIMARY
+    from khabar.training.scoring import PRIMARY
 
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
