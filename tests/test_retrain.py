@@ -209,7 +209,7 @@ def toy_base(tiny_backbone, tmp_path):
 
 def test_prepare_writes_the_merged_set_and_a_resumable_config(toy_base):
     from khabar.training.readers import read_any
-    from khabar.training.retrain import RetrainOptions, prepare
+    from khabar.retrain import RetrainOptions, prepare
 
     d = toy_base["dir"]
     base_topic = [json.loads(line) for line in toy_base["train"]["topic"].read_text(encoding="utf-8").splitlines()]
@@ -257,7 +257,7 @@ def test_prepare_writes_the_merged_set_and_a_resumable_config(toy_base):
 def test_prepare_rejects_bad_input_before_training(toy_base, tmp_path):
     from khabar.training.config import ConfigError
     from khabar.training.readers import DataError
-    from khabar.training.retrain import RetrainOptions, prepare
+    from khabar.retrain import RetrainOptions, prepare
 
     with pytest.raises(MergeError, match="does not exist"):
         prepare(RetrainOptions(base=toy_base["tag"], new=[str(tmp_path / "nope.jsonl")]))

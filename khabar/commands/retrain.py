@@ -42,10 +42,10 @@ def retrain_command(
     from khabar.eval.datasets import EvalInputError
     from khabar.models.backbones import BackboneNotFound
     from khabar.models.store import ModelStoreError
+    from khabar.retrain import RetrainOptions, retrain
     from khabar.training.config import ConfigError
     from khabar.training.merge import MergeError
     from khabar.training.readers import DataError
-    from khabar.training.retrain import RetrainOptions, retrain
 
     log = lambda m: typer.echo(m, err=True)  # noqa: E731
     opts = RetrainOptions(base=base, new=list(new), config=config, overrides=list(set_), heldout=list(heldout),

@@ -13,6 +13,9 @@ Read top to bottom, :func:`retrain` is the whole story:
    report to ``KHABAR_HOME/reports/retrain-<candidate version>/``;
 4. *gate* (:mod:`khabar.eval.gate`): the verdict goes to ``gate.json`` beside the report and into
    the stages file; only a passing candidate is promoted, in one atomic replace.
+
+It trains (:mod:`khabar.training`) and then evaluates (:mod:`khabar.eval`), so it sits in a layer
+above both: neither imports it, and training never imports eval.
 """
 from __future__ import annotations
 
@@ -22,7 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from khabar.env import khabar_home, reports_dir
+from khabar.eval.datasets import EvalSet, read_sets
+from khabar.eval.gate import GatePolicy, decide, format_verdict
+from khabar.eval.pipeline import model_tasks, run_evaluation
+from khabar.eval.report import write_report
+from khabar.models.registry import promote, promoted_tag, record_gate
 from khabar.training.config import ConfigError, Source, TrainConfig, apply_overrides, expand_vars, from_dict
+from khabar.training.data import task_labels
+from khabar.training.loop import train
 from khabar.training.merge import (MERGED_NAMES, TASKS, MergeError, TaskMerge, content_id, merge_rows,
                                    merged_bytes, parse_new, read_rows, text_key, write_atomic)
 
@@ -56,7 +66,7 @@ class Prepared:
     cfg: TrainConfig
     folder: Path
     merges: dict[str, TaskMerge]
-    sets: list  # khabar.eval.datasets.EvalSet
+    sets: list[EvalSet]
     settings: dict
 
     @property
@@ -94,10 +104,6 @@ def _sources(specs: list[dict]) -> list[Source]:
 
 def prepare(opts: RetrainOptions, log=print) -> Prepared:
     """Check inputs, merge, write the merged set and build the candidate's config (no training)."""
-    from khabar.eval.datasets import read_sets
-    from khabar.eval.pipeline import model_tasks
-    from khabar.training.data import task_labels
-
     if opts.start_from not in {"base", "backbone"}:
         raise ConfigError(f"--from must be 'base' or 'backbone', not {opts.start_from!r}")
     if not opts.new:
@@ -203,11 +209,6 @@ def _candidate_config(base_cfg: dict, folder: Path, labels: dict[str, list[str]]
 
 def evaluate_and_gate(prep: Prepared, candidate: str, opts: RetrainOptions, log=print) -> tuple[dict, Path]:
     """Score candidate and base on the held-out sets, write the report and ``gate.json``."""
-    from khabar.eval.gate import GatePolicy, decide
-    from khabar.eval.pipeline import run_evaluation
-    from khabar.eval.report import write_report
-    from khabar.models.registry import record_gate
-
     out_dir = reports_dir() / f"retrain-{candidate.partition(':')[2]}"
     policy = GatePolicy(tolerance=opts.tolerance, new_data_tolerance=opts.new_data_tolerance)
     if prep.sets:
@@ -231,10 +232,6 @@ def evaluate_and_gate(prep: Prepared, candidate: str, opts: RetrainOptions, log=
 
 def retrain(opts: RetrainOptions, log=print) -> RetrainResult:
     """Merge, train, compare, gate and (if it passes) promote; see the module docstring."""
-    from khabar.eval.gate import format_verdict
-    from khabar.models.registry import promote, promoted_tag
-    from khabar.training.loop import train
-
     prep = prepare(opts, log=log)
     for task, m in prep.merges.items():
         log(merge_line(task, m))
