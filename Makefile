@@ -10,7 +10,7 @@ MODEL ?=
 MODEL_OPT = $(if $(MODEL),--model $(MODEL),)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help setup setup-browser test serve train eval bench backbone loadtest clean-venv
+.PHONY: help setup setup-browser lint-imports test serve train eval bench backbone loadtest clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -29,7 +29,16 @@ $(STAMP): pyproject.toml
 setup-browser: ## install Debian's Chromium for the web-page test (Playwright drives it; no browser download; needs root)
 	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: the browser test will skip"
 
-test: setup setup-browser ## run the test suite (tiny models; reads ../shared/data when present)
+# import-linter finds a package by walking its folder, but khabar's subpackages live in the
+# top-level folders that pyproject's package-dir maps: this folder of links lays them out as installed.
+IMPORT_VIEW := build/import-view
+
+lint-imports: setup ## check that layers import one way only (contracts in pyproject.toml [tool.importlinter])
+	rm -rf $(IMPORT_VIEW) && mkdir -p $(IMPORT_VIEW)/khabar
+	ln -s $(CURDIR)/khabar/* $(CURDIR)/models $(CURDIR)/training $(CURDIR)/eval $(CURDIR)/serving $(IMPORT_VIEW)/khabar/
+	cd $(IMPORT_VIEW) && $(CURDIR)/$(BIN)/lint-imports $(CURDIR)/pyproject.toml --no-cache
+
+test: setup setup-browser lint-imports ## run the import contracts, then the test suite (tiny models; reads ../shared/data when present)
 	KHABAR_SHARED_DATA=$(SHARED_DATA) $(BIN)/pytest -q
 
 serve: setup ## serve the newest promoted model on 127.0.0.1:3000 (builds the demo model first if none)
