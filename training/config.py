@@ -1,4 +1,9 @@
-"""Training configs: plain values in YAML, overridable from the command line (nanoGPT style).
+"""Training configs: typed models read from YAML, overridable from the command line (nanoGPT style).
+
+The models are pydantic dataclasses: the declared types validate every value (from a YAML file,
+a ``--set`` override or a stored config), and the stdlib ``dataclasses`` helpers that the rest of
+the package uses (``asdict``, ``replace``, ``fields``) keep working on them. A value that does not
+fit becomes a :class:`ConfigError` naming the key and what it must be.
 
 Strings may use ``${VAR}`` or ``${VAR:-default}`` so data paths come from the environment
 (``KHABAR_DATA``, set by ``--data-dir``) and ``../shared/data`` is never hard-coded.
@@ -6,39 +11,97 @@ Strings may use ``${VAR}`` or ``${VAR:-default}`` so data paths come from the en
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
+import inspect
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
+from pydantic import (BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator,
+                      model_validator)
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict  # pydantic needs this TypedDict on Python < 3.12
+
+from khabar.models.schema import TASKS
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Unknown keys are errors; numbers are taken where a string belongs (YAML reads a label `0` or a
+# dataset name `2018` as a number, and the readers compare labels as strings).
+_STRICT = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
 
 class ConfigError(ValueError):
-    """A config that cannot be used; the message names the key."""
+    """A config that cannot be used; the message (one line) names the key."""
 
 
-@dataclass
+def _not_a_boolean(value: Any) -> Any:
+    """YAML reads yes/no/true as booleans, and pydantic would take them as 1 and 0."""
+    if isinstance(value, bool):
+        raise _invalid("must be a number, not true/false")
+    return value
+
+
+# Numbers may be written as strings (YAML reads `2e-5`, without a dot, as one); booleans are refused.
+Int = Annotated[int, BeforeValidator(_not_a_boolean)]
+Float = Annotated[float, BeforeValidator(_not_a_boolean)]
+Positive = Annotated[Int, Field(gt=0)]
+NonNegative = Annotated[Int, Field(ge=0)]
+Task = Literal[TASKS]  # type: ignore[valid-type]  # the same three names everywhere
+
+
+class Holdout(TypedDict, total=False):
+    """A fixed split of a file with no dev split: ``take: train`` keeps the rows outside
+    ``fraction`` (by hash of id, with ``seed``, else the run's seed), ``take: heldout`` those inside.
+
+    A TypedDict rather than a model so a stored config keeps only the keys written (the run
+    folder's hash is computed from it).
+    """
+
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    fraction: Annotated[Float, Field(gt=0, lt=1)]
+    take: Literal["train", "heldout"]
+    seed: Int
+
+
+@dataclass(config=_STRICT)
 class Source:
     """One labelled file (or HF dataset) and how to read it.
 
     ``limit`` keeps a fixed pseudo-random subset (by hash of id) of that many rows; ``holdout``
-    splits a file that has no dev split: ``take: train`` keeps the rows outside a fixed
-    ``fraction``, ``take: heldout`` keeps the rows inside it.
+    (:class:`Holdout`) splits a file that has no dev split. In a config a source is a path, or a
+    mapping with ``path``; its other keys are options of the task's reader (``text_field``, ...).
     """
 
-    path: str
+    path: Annotated[str, Field(min_length=1)]
     name: str = ""
     label_map: dict[str, str] | None = None
-    limit: int | None = None
-    holdout: dict[str, Any] | None = None
-    skip_bad: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
+    limit: NonNegative | None = None
+    holdout: Holdout | None = None
+    skip_bad: bool = Field(default=False, strict=True)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_config(cls, value: Any) -> Any:
+        """A bare path is a source; keys that are not fields are reader options."""
+        if isinstance(value, str):
+            return {"path": value}
+        if isinstance(value, dict):
+            known = {f.name for f in fields(cls)}
+            extra = {k: v for k, v in value.items() if k not in known}
+            if extra:
+                options = value.get("options") or {}
+                if not isinstance(options, dict):
+                    return value  # the options field reports it
+                return {**{k: v for k, v in value.items() if k in known}, "options": {**options, **extra}}
+        return value  # keyword arguments from Python code, or something to refuse
 
     def display_name(self) -> str:
         """Name used for per-file metrics: explicit ``name`` or the dataset folder name."""
@@ -48,7 +111,7 @@ class Source:
         return p.parent.name if p.stem in {"train", "dev", "test"} else p.stem
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class TaskData:
     """Training and dev sources for one task, and how much of the step budget it gets.
 
@@ -59,67 +122,121 @@ class TaskData:
     id) from the encoder, so a hybrid head can fit its blend on rows the encoder never saw.
     """
 
-    train: list[Source]
-    dev: list[Source] = field(default_factory=list)
+    train: Annotated[list[Source], Field(min_length=1)]
+    dev: list[Source] = Field(default_factory=list)
     labels: list[str] | None = None
-    max_windows: int | None = None
-    repeat: float = 1.0
-    blend_holdout: float = 0.0
+    max_windows: NonNegative | None = None
+    repeat: Annotated[Float, Field(gt=0)] = 1.0
+    blend_holdout: Annotated[Float, Field(ge=0, le=0.5)] = 0.0
+
+    @field_validator("train", "dev", mode="before")
+    @classmethod
+    def _one_source_is_a_list_of_one(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        return value if isinstance(value, list) else [value]
 
 
-@dataclass
+@dataclass(config=_STRICT)
 class TrainConfig:
     """Everything a training run depends on; its hash names the run folder (for resuming)."""
 
-    name: str
-    backbone: str
-    tasks: dict[str, TaskData]
-    max_length: int = 256
-    stride: int = 64
-    max_windows_per_example: int = 4
-    epochs: int = 3
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 5e-5
-    head_lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.06
-    dropout: float = 0.1
-    patience: int = 2
-    sampling_temperature: float = 2.0
-    seed: int = 13
-    checkpoint_every_steps: int = 200
-    eval_batch_size: int = 32
-    max_steps_per_epoch: int | None = None
-    repair_bio: bool = True
+    name: Annotated[str, Field(min_length=1)]
+    backbone: Annotated[str, Field(min_length=1)]
+    tasks: Annotated[dict[Task, TaskData], Field(min_length=1)]
+    max_length: Positive = 256
+    stride: NonNegative = 64
+    max_windows_per_example: NonNegative = 4
+    epochs: Positive = 3
+    batch_size: Positive = 16
+    grad_accum: Positive = 1
+    lr: Float = 5e-5
+    head_lr: Float = 1e-3
+    weight_decay: Float = 0.01
+    warmup_ratio: Float = 0.06
+    dropout: Float = 0.1
+    patience: NonNegative = 2
+    sampling_temperature: Annotated[Float, Field(gt=0)] = 2.0
+    seed: Int = 13
+    checkpoint_every_steps: NonNegative = 200  # 0: no mid-epoch checkpoints
+    eval_batch_size: Positive = 32
+    max_steps_per_epoch: Positive | None = None
+    repair_bio: bool = Field(default=True, strict=True)
     # A stored model's tag: start from its weights instead of the bare backbone (retraining).
     init_from: str | None = None
     # Keep the word-embedding table as pretrained (training/loop.py says why).
-    freeze_embeddings: bool = False
+    freeze_embeddings: bool = Field(default=False, strict=True)
     # Loss weights for topic and stance labels: none | sqrt_inverse (training/weighting.py).
     class_weighting: str = "none"
+
+    @field_validator("class_weighting")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        from khabar.training.weighting import SCHEMES  # imports torch: only when a config is read
+
+        if value not in SCHEMES:
+            raise _invalid(f"must be one of {', '.join(SCHEMES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.stride * 2 >= self.max_length:
+            raise _invalid(f"stride {self.stride} must be under half of max_length {self.max_length}")
+        for task, data in self.tasks.items():
+            for part in ("train", "dev"):
+                for i, src in enumerate(getattr(data, part)):
+                    _check_options(src, task, f"tasks.{task}.{part}.{i}")
+        return self
 
     def fingerprint(self) -> str:
         """Short hash of the resolved config: the same command resumes the same run."""
         values = asdict(self)
-        # Fields at their defaults drop out, which keeps the hashes (run folders) of configs
-        # written before the fields existed.
-        for key, default in (("init_from", None), ("freeze_embeddings", False), ("class_weighting", "none")):
+        # Fields at the defaults they had when they were added drop out, which keeps the hashes
+        # (run folders) of configs written before the fields existed.
+        for key, default in _NEWER_CONFIG_FIELDS.items():
             if values[key] == default:
                 del values[key]
         for task in values["tasks"].values():
-            for key, default in _TASK_DEFAULTS.items():
+            for key, default in _NEWER_TASK_FIELDS.items():
                 if task.get(key) == default:
                     del task[key]
         blob = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict:
-        """Plain dict (for artifacts and logs)."""
+        """Plain dict (for artifacts and logs); :func:`from_dict` reads it back."""
         return asdict(self)
 
 
-_TASK_DEFAULTS = {"max_windows": None, "repeat": 1.0, "blend_holdout": 0.0}
+# Frozen: a later change of a field's default must not change old configs' run folders.
+_NEWER_CONFIG_FIELDS = {"init_from": None, "freeze_embeddings": False, "class_weighting": "none"}
+_NEWER_TASK_FIELDS = {"max_windows": None, "repeat": 1.0, "blend_holdout": 0.0}
+_VALIDATOR = TypeAdapter(TrainConfig)
+
+
+def _invalid(message: str) -> PydanticCustomError:
+    """A validation error whose message is ``message`` as is (no ``{}`` templating of user text)."""
+    return PydanticCustomError("config", "{message}", {"message": message})
+
+
+def _check_options(src: Source, task: str, where: str) -> None:
+    """Refuse a source key that is neither a :class:`Source` field nor an option of the task's
+    reader (a typo such as ``limt`` would otherwise fail deep inside the reader, or not at all)."""
+    allowed = _reader_options(task)
+    unknown = sorted(set(src.options) - allowed)
+    if unknown:
+        own = [f.name for f in fields(Source)]
+        known = own + sorted(allowed - set(own))
+        close = difflib.get_close_matches(str(unknown[0]), known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise _invalid(f"unknown key {where}.{unknown[0]}{hint}; a {task} source takes {', '.join(known)}")
+
+
+def _reader_options(task: str) -> set[str]:
+    """Keyword options the ``task`` reader takes (``read_topic``, ``read_stance``, ``read_ner``)."""
+    from khabar.training import readers
+
+    return set(inspect.signature(getattr(readers, f"read_{task}")).parameters) - {"source"}
 
 
 def expand_vars(value: Any) -> Any:
@@ -140,18 +257,68 @@ def expand_vars(value: Any) -> Any:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply ``key=value`` / ``a.b.c=value`` overrides; values are parsed as YAML scalars."""
-    raw = copy.deepcopy(raw)
+    """Apply ``key=value`` overrides to raw config values; values are parsed as YAML scalars.
+
+    A dotted key walks mappings, and a number in it picks a list element:
+    ``tasks.stance.train.1.limit=500``. A task's ``train`` and ``dev`` are lists of source
+    mappings here even where the YAML wrote one source or a bare path, and a key right after a
+    list of one source addresses that source (``tasks.topic.train.limit=500``). Raises
+    :class:`ConfigError` for a path that cannot be followed; the values are checked by
+    :func:`from_dict`.
+    """
+    raw = _sources_as_lists(copy.deepcopy(raw))
     for item in overrides:
-        if "=" not in item:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
             raise ConfigError(f"override {item!r} must look like key=value")
-        key, value = item.split("=", 1)
-        node = raw
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: the value is not a YAML scalar or list") from None
+        try:
+            _set(raw, key.strip().split("."), value)
+        except ConfigError as err:
+            raise ConfigError(f"override {item!r}: {err}") from None
     return raw
+
+
+def _sources_as_lists(raw: Any) -> Any:
+    """Each task's ``train``/``dev`` as a list of mappings, so overrides can address one source."""
+    tasks = raw.get("tasks") if isinstance(raw, dict) else None
+    if not isinstance(tasks, dict):
+        return raw  # from_dict names what is wrong
+    for spec in tasks.values():
+        for part in ("train", "dev") if isinstance(spec, dict) else ():
+            if spec.get(part) is not None:
+                sources = spec[part] if isinstance(spec[part], list) else [spec[part]]
+                spec[part] = [{"path": s} if isinstance(s, str) else s for s in sources]
+    return raw
+
+
+def _set(node: Any, parts: list[str], value: Any) -> None:
+    """Set ``value`` at the dotted path ``parts`` inside ``node``, creating missing mappings."""
+    for depth, part in enumerate(parts):
+        here = ".".join(parts[:depth]) or "the config"
+        if isinstance(node, list) and not part.isdigit():
+            if len(node) != 1 or not isinstance(node[0], dict):
+                raise ConfigError(f"{here} is a list of {len(node)}; pick an element by its index, "
+                                  f"e.g. {here}.0.{'.'.join(parts[depth:])}")
+            node = node[0]
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            index = int(part)
+            if index >= len(node):
+                raise ConfigError(f"{here} has {len(node)} element(s); index {index} is out of range")
+        elif isinstance(node, dict):
+            index = part
+            if not last and node.get(part) is None:
+                node[part] = {}
+        else:
+            raise ConfigError(f"{here} is {node!r}, not a mapping or a list, so it has no {part!r}")
+        if last:
+            node[index] = value
+        else:
+            node = node[index]
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
@@ -159,106 +326,74 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config {path} does not exist (see configs/ for examples)")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping of keys to values")
     raw = expand_vars(apply_overrides(raw, overrides or []))
     return from_dict(raw, where=str(path))
 
 
 def from_dict(raw: dict, where: str = "config") -> TrainConfig:
-    """Build and validate a :class:`TrainConfig` from plain values."""
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
-    for key in ("name", "backbone", "tasks"):
-        if not raw.get(key):
-            raise ConfigError(f"{where}: {key!r} is required")
-    tasks = {}
-    for task, spec in raw["tasks"].items():
-        if task not in {"topic", "stance", "ner"}:
-            raise ConfigError(f"{where}: unknown task {task!r}; use topic, stance or ner")
-        spec = spec or {}
-        if not spec.get("train"):
-            raise ConfigError(f"{where}: tasks.{task}.train is required")
-        tasks[task] = TaskData(
-            train=[_source(s, f"{where}: tasks.{task}.train") for s in _as_list(spec["train"])],
-            dev=[_source(s, f"{where}: tasks.{task}.dev") for s in _as_list(spec.get("dev", []))],
-            labels=spec.get("labels"),
-            **_task_budget(spec, f"{where}: tasks.{task}"),
-        )
-    values = {k: _typed(k, v, where) for k, v in raw.items() if k != "tasks"}
-    cfg = TrainConfig(tasks=tasks, **values)
-    if cfg.stride * 2 >= cfg.max_length:
-        raise ConfigError(f"{where}: stride {cfg.stride} must be under half of max_length {cfg.max_length}")
-    from khabar.training.weighting import SCHEMES
+    """Build and validate a :class:`TrainConfig` from plain values (a config's or :meth:`to_dict`'s).
 
-    if cfg.class_weighting not in SCHEMES:
-        raise ConfigError(f"{where}: class_weighting must be one of {', '.join(SCHEMES)}, "
-                          f"got {cfg.class_weighting!r}")
-    return cfg
-
-
-_SCALAR_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
-
-
-def _typed(key: str, value: Any, where: str) -> Any:
-    """``value`` as the type of TrainConfig's field ``key``, or a ConfigError naming it.
-
-    YAML reads ``2e-5`` (no dot) as a string, and ``--set lr=2e-5`` is how people write it; a
-    string learning rate would only fail deep inside the optimizer.
+    Raises :class:`ConfigError`, one line naming each wrong key and what it must be.
     """
-    annotation = str(next(f.type for f in fields(TrainConfig) if f.name == key))
-    optional = annotation.endswith("| None")
-    want = _SCALAR_TYPES.get(annotation.replace("| None", "").strip())
-    if want is None or (value is None and optional) or (type(value) is want):
-        return value
-    if want is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if want in (int, float) and isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            number = None
-        if number is not None and (want is float or number.is_integer()):
-            return want(number)
-    raise ConfigError(f"{where}: {key} must be {want.__name__}{' or null' if optional else ''}, "
-                      f"got {value!r}")
+    try:
+        return _VALIDATOR.validate_python(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{where}: " + "; ".join(_explain(e) for e in err.errors())) from None
 
 
-def _task_budget(spec: dict, where: str) -> dict:
-    """The per-task step-budget keys of a task spec, checked (TaskData says what they mean)."""
-    unknown = set(spec) - {"train", "dev", "labels", *_TASK_DEFAULTS}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: "
-                          f"{sorted(['train', 'dev', 'labels', *_TASK_DEFAULTS])}")
-    out: dict = {}
-    if spec.get("max_windows") is not None:
-        value = spec["max_windows"]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"{where}.max_windows must be an int >= 0 (0: every window), got {value!r}")
-        out["max_windows"] = value
-    for key, low, high in (("repeat", 0.0, None), ("blend_holdout", 0.0, 0.5)):
-        if key in spec:
-            value = spec[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low \
-                    or (high is not None and value > high) or (key == "repeat" and value == 0):
-                bound = f"in [{low}, {high}]" if high is not None else f"above {low}"
-                raise ConfigError(f"{where}.{key} must be a number {bound}, got {value!r}")
-            out[key] = float(value)
-    return out
+def _explain(error: Any) -> str:
+    """One pydantic error as ``key must be ..., got value`` (or an unknown or missing key)."""
+    loc = tuple(error["loc"])
+    key = ".".join(str(p) for p in loc)
+    if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        known = sorted(get_type_hints(_declared(loc[:-1]) or TrainConfig))
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return f"unknown key {key}{hint}; known: {', '.join(known)}"
+    if error["type"] in ("missing", "missing_argument"):
+        return f"{key} is required"
+    if loc[-1:] == ("[key]",):
+        parent = ".".join(str(p) for p in loc[:-2])
+        what = "task" if parent == "tasks" else f"key in {parent}"
+        choices = get_args(get_args(_declared(loc[:-2]))[0])
+        use = f"; use {', '.join(choices)}" if choices else ""
+        return f"unknown {what} {loc[-2]!r}{use}"
+    expected = error["msg"]
+    if re.match(r"\w+ should ", expected):  # pydantic's "Input should be a valid integer, got a ..."
+        expected = re.sub(r"^\w+ should ", "must ", expected.split(", ")[0]).replace(" after validation", "")
+    if error["type"] == "dataclass_type":
+        expected = "must be a mapping"
+    if not loc:
+        return expected
+    return f"{key} {expected}, got {error['input']!r}"
 
 
-def _as_list(value: Any) -> list:
-    return value if isinstance(value, list) else [value]
+def _declared(loc: tuple) -> Any:
+    """The type TrainConfig declares at ``loc`` (a path of keys and indexes), None if unknown."""
+    hint: Any = TrainConfig
+    for part in loc:
+        hint = _bare(hint)
+        if get_origin(hint) in (list, dict):
+            hint = get_args(hint)[-1]
+        elif isinstance(part, str) and (hasattr(hint, "__dataclass_fields__") or hasattr(hint, "__total__")):
+            hint = get_type_hints(hint, include_extras=True).get(part)
+        else:
+            return None
+    return _bare(hint)
 
 
-def _source(spec: Any, where: str) -> Source:
-    if isinstance(spec, str):
-        return Source(path=spec)
-    if not isinstance(spec, dict) or "path" not in spec:
-        raise ConfigError(f"{where}: each source is a path or a mapping with 'path'")
-    known = {f.name for f in fields(Source)}
-    extra = {k: v for k, v in spec.items() if k not in known}
-    base = {k: v for k, v in spec.items() if k in known}
-    base.setdefault("options", {}).update(extra)
-    return Source(**base)
+def _bare(hint: Any) -> Any:
+    """``hint`` without ``Annotated`` metadata and ``| None``."""
+    while True:
+        if get_origin(hint) is Annotated:
+            hint = get_args(hint)[0]
+        elif get_origin(hint) in (Union, UnionType):
+            hint = next(a for a in get_args(hint) if a is not type(None))
+        else:
+            return hint

@@ -11,7 +11,8 @@ import typer
 def train_command(
     config: Path = typer.Option(..., "--config", "-c", help="Training config (YAML), e.g. configs/offline.yaml."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Sets KHABAR_DATA, the data folder configs refer to as ${KHABAR_DATA}."),
-    set_: List[str] = typer.Option([], "--set", help="Override a config value: --set epochs=2 --set tasks.topic.train.0.limit=500"),
+    set_: List[str] = typer.Option([], "--set", help="Override a config value (YAML syntax); a number in the key picks a list element: "
+                                                   "--set epochs=2 --set tasks.topic.train.0.limit=500 (the first training source)."),
     restart: bool = typer.Option(False, "--restart", help="Discard this config's checkpoints and start over."),
 ) -> None:
     """Fine-tune a backbone on labelled files and store the model in the BentoML store.
