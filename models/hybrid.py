@@ -24,7 +24,7 @@ from khabar.models.normalize import normalize
 
 HYBRID_DIR = "hybrid"
 MANIFEST = "manifest.json"
-FORMAT = 1
+FORMAT = 2  # 2: one stacker per family; format 1 (one stacker for every row) still loads
 # The first characters of an article carry its topic and most stance cues; bounding them keeps
 # the linear part a few milliseconds per article.
 MAX_CHARS = 4000
@@ -37,6 +37,19 @@ BLOCKS = {
 }
 # How much of the target the text repeats (char 3-4-grams): tells "unrelated" apart.
 OVERLAP_BITS = 18
+# Stance rows come in two kinds that want different blends: short pairs (a headline or a tweet
+# against a claim: ANS and Mawqif texts are all under 330 characters) and whole articles (Baly:
+# median 4,200 characters, 5% under 900). Each family gets its own stacker and offsets; a
+# single pooled blend, dominated by the short pairs, pushed Baly's articles off `unrelated`.
+LONG_TEXT_CHARS = 600
+FAMILIES = {"topic": ("all",), "stance": ("short", "long")}
+
+
+def family_of(task: str, text: str) -> str:
+    """Which of the task's blend families a row belongs to (by the length of its raw text)."""
+    if task != "stance":
+        return "all"
+    return "long" if len(text) >= LONG_TEXT_CHARS else "short"
 
 
 class HybridError(RuntimeError):
@@ -187,17 +200,36 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def encoder_only(n_labels: int, offsets: np.ndarray | None = None) -> Stacker:
+    """A stacker that passes the encoder's probabilities through (softmax(log p) == p), with
+    optional decision offsets: the choice for a family where blending does not help."""
+    coef = np.hstack([np.eye(n_labels), np.zeros((n_labels, n_labels))])
+    return Stacker(coef, np.zeros(n_labels), np.zeros(n_labels) if offsets is None else offsets)
+
+
 @dataclass
 class HybridHead:
-    """The linear part and the stacker of one task."""
+    """The linear part of one task and one stacker per family of rows (:func:`family_of`)."""
 
     linear: LinearPart
-    stacker: Stacker
+    stackers: dict[str, Stacker]
     info: dict
 
     @property
     def labels(self) -> list[str]:
         return self.linear.labels
+
+    def blend(self, p_encoder: np.ndarray, p_linear: np.ndarray, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(blend without offsets, blend with offsets) per row, each row through the stacker of
+        its family; a family without a stacker keeps the encoder's probabilities."""
+        plain, final = p_encoder.copy(), p_encoder.copy()
+        families = np.array([family_of(self.linear.task, t) for t in texts])
+        for fam, stacker in self.stackers.items():
+            m = families == fam
+            if m.any():
+                plain[m] = stacker.proba(p_encoder[m], p_linear[m], offsets=False)
+                final[m] = stacker.apply_offsets(plain[m])
+        return plain, final
 
 
 def hybrid_info(heads: dict[str, "HybridHead"]) -> dict:
@@ -205,14 +237,20 @@ def hybrid_info(heads: dict[str, "HybridHead"]) -> dict:
     out = {}
     for task, head in heads.items():
         k = len(head.labels)
-        coef = head.stacker.coef
+        families = {}
+        for fam, st in head.stackers.items():
+            families[fam] = {
+                # The stacker's weight on each part's log-probability of a label for that label.
+                "weights": {"encoder": np.diag(st.coef[:, :k]).round(3).tolist(),
+                            "linear": np.diag(st.coef[:, k:]).round(3).tolist()},
+                "offsets": st.offsets.round(3).tolist(),
+                "choice": head.info.get("choices", {}).get(fam),
+            }
         out[task] = {
             "parts": ["encoder", "linear"],
             "labels": head.labels,
-            # The stacker's weight on each part's log-probability of a label for that label.
-            "weights": {"encoder": np.diag(coef[:, :k]).round(3).tolist(),
-                        "linear": np.diag(coef[:, k:]).round(3).tolist()},
-            "offsets": head.stacker.offsets.round(3).tolist(),
+            "families": families,
+            "long_text_chars": LONG_TEXT_CHARS if len(FAMILIES.get(task, ())) > 1 else None,
             "linear": head.info.get("linear"), "linear_train_rows": head.info.get("linear_train_rows"),
             "blend_rows": head.info.get("blend_rows"),
         }
@@ -238,8 +276,8 @@ def save_hybrid(heads: dict[str, HybridHead], folder: Path) -> None:
             "file": path.name,
             "sha256": sha256_file(path),
             "blocks": [list(b[:2]) + [list(b[2]), b[3]] for b in BLOCKS[task]],
-            "stacker": {"coef": head.stacker.coef.tolist(), "intercept": head.stacker.intercept.tolist(),
-                        "offsets": head.stacker.offsets.tolist()},
+            "stackers": {fam: {"coef": st.coef.tolist(), "intercept": st.intercept.tolist(),
+                               "offsets": st.offsets.tolist()} for fam, st in head.stackers.items()},
             "info": head.info,
         }
     (out / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True),
@@ -259,8 +297,8 @@ def load_hybrid(folder: Path) -> dict[str, HybridHead]:
         manifest = json.loads((base / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise HybridError(f"{base / MANIFEST} cannot be read: {err}") from None
-    if manifest.get("format") != FORMAT:
-        raise HybridError(f"{base / MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT}")
+    if manifest.get("format") not in (1, FORMAT):
+        raise HybridError(f"{base / MANIFEST}: format {manifest.get('format')!r}, expected 1 or {FORMAT}")
     heads = {}
     for task, spec in manifest.get("tasks", {}).items():
         path = base / spec["file"]
@@ -282,8 +320,13 @@ def load_hybrid(folder: Path) -> dict[str, HybridHead]:
         labels = list(spec["labels"])
         linear = LinearPart(task, labels, HashedTfidf(task, idf), arrays["columns"], arrays["weights"],
                             arrays["intercept"])
-        st = spec["stacker"]
-        stacker = Stacker(np.asarray(st["coef"], dtype=np.float64), np.asarray(st["intercept"], dtype=np.float64),
-                          np.asarray(st["offsets"], dtype=np.float64))
-        heads[task] = HybridHead(linear, stacker, spec.get("info", {}))
+        # Format 1 stored one stacker for every row: it serves every family.
+        stored = spec["stackers"] if "stackers" in spec else {f: spec["stacker"] for f in FAMILIES[task]}
+        unknown = set(stored) - set(FAMILIES[task])
+        if unknown:
+            raise HybridError(f"{base / MANIFEST}: {task} has stackers for unknown families {sorted(unknown)}")
+        stackers = {fam: Stacker(np.asarray(st["coef"], dtype=np.float64),
+                                 np.asarray(st["intercept"], dtype=np.float64),
+                                 np.asarray(st["offsets"], dtype=np.float64)) for fam, st in stored.items()}
+        heads[task] = HybridHead(linear, stackers, spec.get("info", {}))
     return heads

@@ -7,9 +7,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from khabar.models.hybrid import (HashedTfidf, HybridError, HybridHead, LinearPart, Stacker, fields_for,
-                                  load_hybrid, save_hybrid)
-from khabar.training.hybrid import fit_linear, fit_offsets, group_macro_f1
+from khabar.models.hybrid import (LONG_TEXT_CHARS, HashedTfidf, HybridError, HybridHead, LinearPart, Stacker,
+                                  encoder_only, family_of, fields_for, load_hybrid, save_hybrid)
+from khabar.training.hybrid import fit_family, fit_linear, fit_offsets, group_macro_f1
 from khabar.training.readers import StanceExample, TopicExample
 
 SPORT = ["فاز الفريق بالمباراة النهائية وسجل المهاجم هدفين", "تأهل المنتخب إلى كأس العالم بعد الفوز",
@@ -27,7 +27,7 @@ def topic_rows() -> list[TopicExample]:
 def topic_head() -> HybridHead:
     linear = fit_linear("topic", topic_rows(), ["economy", "sport"])
     stacker = Stacker(np.hstack([np.eye(2), np.eye(2)]), np.zeros(2), np.array([0.0, 0.3]))
-    return HybridHead(linear, stacker, {"note": "test"})
+    return HybridHead(linear, {"all": stacker}, {"note": "test"})
 
 
 def test_linear_part_learns_topic_words(topic_head):
@@ -47,7 +47,7 @@ def test_round_trip_without_pickle(tmp_path, topic_head):
     loaded = load_hybrid(tmp_path)["topic"]
     texts = fields_for("topic", ["فاز المنتخب بالمباراة", "خفض البنك سعر الفائدة"])
     np.testing.assert_allclose(loaded.linear.proba(texts), topic_head.linear.proba(texts), rtol=1e-5)
-    np.testing.assert_allclose(loaded.stacker.offsets, [0.0, 0.3])
+    np.testing.assert_allclose(loaded.stackers["all"].offsets, [0.0, 0.3])
     assert loaded.info == {"note": "test"}
 
 
@@ -129,7 +129,7 @@ def test_predictor_blends_and_reports_parts(tiny_loaded, topic_head):
     linear = fit_linear("topic", rows, labels)
     k = len(labels)
     # A stacker that ignores the encoder: the blend must then follow the linear part exactly.
-    head = HybridHead(linear, Stacker(np.hstack([np.zeros((k, k)), np.eye(k)]), np.zeros(k), np.zeros(k)), {})
+    head = HybridHead(linear, {"all": Stacker(np.hstack([np.zeros((k, k)), np.eye(k)]), np.zeros(k), np.zeros(k))}, {})
     p = Predictor(tiny_loaded.model, tiny_loaded.tokenizer, tiny_loaded.schema, hybrid={"topic": head},
                   keep_parts=True)
     out = p.label_one(SPORT[0], tasks=("topic",))["topic"]
@@ -171,7 +171,8 @@ def test_training_fits_hybrid_heads_and_the_store_serves_them(tiny_backbone, tmp
     assert loaded.hybrid["topic"].info["linear_train_rows"] > 80  # all rows, not the encoder's 80
     assert loaded.training["hybrid"]["stance"]["blend_rows"] > 0
     info = hybrid_info(loaded.hybrid)
-    assert set(info["topic"]["weights"]) == {"encoder", "linear"}
+    assert set(info["topic"]["families"]["all"]["weights"]) == {"encoder", "linear"}
+    assert set(loaded.hybrid["stance"].stackers) <= {"short", "long"}
     res = Predictor.from_loaded(loaded, keep_parts=True).label_one(
         "فاز المنتخب بالمباراة النهائية", ["الفوز"], tasks=("topic", "stance"))
     assert set(res["topic"]["parts"]) == {"encoder", "linear", "blend"}
@@ -183,3 +184,66 @@ def test_offsets_on_blended_probabilities_equal_offsets_inside_the_stacker():
     st = Stacker(rng.normal(size=(3, 6)), rng.normal(size=3), np.array([0.4, -0.7, 0.1]))
     pe, pl = rng.dirichlet(np.ones(3), size=20), rng.dirichlet(np.ones(3), size=20)
     np.testing.assert_allclose(st.apply_offsets(st.proba(pe, pl, offsets=False)), st.proba(pe, pl), rtol=1e-9, atol=1e-12)
+
+
+def test_stance_rows_route_by_text_length():
+    assert family_of("stance", "ترفض الفصائل الاتفاق") == "short"
+    assert family_of("stance", "ب" * LONG_TEXT_CHARS) == "long"
+    assert family_of("topic", "ب" * LONG_TEXT_CHARS) == "all"
+
+
+def test_each_family_goes_through_its_own_stacker():
+    """Short rows follow the linear part, long rows keep the encoder: the head routes per row."""
+    rows = [StanceExample(id=str(i), target="الاتفاق", text=t, label=lab)
+            for i, (t, lab) in enumerate([("نرحب بالاتفاق", "favor"), ("نرفض الاتفاق", "against")] * 3)]
+    linear = fit_linear("stance", rows, ["favor", "against"])
+    follow_linear = Stacker(np.hstack([np.zeros((2, 2)), np.eye(2)]), np.zeros(2), np.zeros(2))
+    head = HybridHead(linear, {"short": follow_linear, "long": encoder_only(2, np.array([0.0, 5.0]))}, {})
+    p_enc = np.array([[0.9, 0.1], [0.9, 0.1]])
+    p_lin = np.array([[0.2, 0.8], [0.2, 0.8]])
+    texts = ["نص قصير", "ن" * LONG_TEXT_CHARS]
+    plain, final = head.blend(p_enc, p_lin, texts)
+    np.testing.assert_allclose(plain[0], p_lin[0], rtol=1e-4)
+    np.testing.assert_allclose(plain[1], p_enc[1], rtol=1e-6)   # encoder alone, before offsets
+    assert final[1].argmax() == 1                               # its offsets move the decision
+
+
+def test_format_1_manifest_still_loads_for_every_family(tmp_path):
+    rows = [StanceExample(id=str(i), target="الاتفاق", text=t, label=lab)
+            for i, (t, lab) in enumerate([("نرحب بالاتفاق", "favor"), ("نرفض الاتفاق", "against")] * 3)]
+    head = HybridHead(fit_linear("stance", rows, ["favor", "against"]), {"short": encoder_only(2)}, {})
+    save_hybrid({"stance": head}, tmp_path)
+    path = tmp_path / "hybrid" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    spec = manifest["tasks"]["stance"]
+    spec["stacker"] = spec.pop("stackers")["short"]   # the single stacker models saved before families
+    manifest["format"] = 1
+    path.write_text(json.dumps(manifest))
+    assert set(load_hybrid(tmp_path)["stance"].stackers) == {"short", "long"}
+
+
+def test_a_family_where_blending_hurts_keeps_the_encoder():
+    """The encoder is right, the linear part is noise: the out-of-fold choice is the encoder."""
+    rng = np.random.default_rng(1)
+    n = 400
+    y = rng.integers(0, 3, n)
+    p_enc = np.full((n, 3), 0.1)
+    p_enc[np.arange(n), y] = 0.8
+    flip = rng.random(n) < 0.2   # the encoder errs on a fifth of rows
+    p_enc[flip] = np.roll(p_enc[flip], 1, axis=1)
+    p_lin = rng.dirichlet(np.ones(3), size=n)
+    stacker, choice, figures = fit_family(p_enc, p_lin, y, ["s"] * n, ["a", "b", "c"])
+    assert choice.startswith("encoder"), figures
+    assert figures["encoder"] > figures["linear"] + 0.3
+    np.testing.assert_allclose(stacker.proba(p_enc, p_lin, offsets=False), p_enc, rtol=1e-6)
+
+
+def test_a_family_where_the_linear_part_knows_more_blends():
+    rng = np.random.default_rng(2)
+    n = 400
+    y = rng.integers(0, 3, n)
+    p_enc = rng.dirichlet(np.ones(3), size=n)   # the encoder knows nothing here
+    p_lin = np.full((n, 3), 0.15)
+    p_lin[np.arange(n), y] = 0.7
+    _, choice, figures = fit_family(p_enc, p_lin, y, ["s"] * n, ["a", "b", "c"])
+    assert choice.startswith("blend"), figures

@@ -9,8 +9,12 @@ For each classification task of a model:
 3. A linear model fitted on (1) minus (2) scores the blend rows; the encoder scores them too; a
    multinomial logistic regression over both log-probability vectors is the stacker.
 4. Per-class decision offsets maximise macro-F1 (mean over sources, each over its own labels) on
-   cross-fitted stacker outputs, so they are not fitted on the predictions they are judged on.
-5. The linear model that ships is refitted on all of (1).
+   cross-fitted stacker outputs.
+5. Per family of rows (models.hybrid.family_of: stance splits short pairs from whole articles),
+   four ways to decide are scored out of fold -- encoder alone, encoder + offsets, blend, blend +
+   offsets (offsets themselves fitted on the other folds) -- and the simplest that is within
+   ``MARGIN`` of the best ships, refitted on all of the family's blend rows.
+6. The linear model that ships is refitted on all of (1).
 The dev sets a report shows are never used here.
 """
 from __future__ import annotations
@@ -20,11 +24,15 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from khabar.models.hybrid import (HashedTfidf, HybridHead, LinearPart, Stacker, fields_for,
-                                  stack_features)
+from khabar.models.hybrid import (FAMILIES, HashedTfidf, HybridHead, LinearPart, Stacker, encoder_only,
+                                  family_of, fields_for, stack_features)
 
 CLASSIFICATION_TASKS = ("topic", "stance")
 OFFSET_GRID = np.round(np.arange(-2.0, 2.01, 0.1), 2)
+# Ways to decide, simplest first; a later one ships only if it beats every earlier one by MARGIN
+# of out-of-fold macro-F1 (a few hundred rows cannot tell smaller differences from noise).
+CHOICES = ("encoder", "encoder+offsets", "blend", "blend+offsets")
+MARGIN = 0.005
 
 
 @dataclass
@@ -161,34 +169,71 @@ def crossfit_stacker_logp(p_encoder: np.ndarray, p_linear: np.ndarray, y: np.nda
     return out
 
 
+def crossfit_offsets_logp(log_p: np.ndarray, y: np.ndarray, groups: list[str], folds: int = 5,
+                          seed: int = 13) -> np.ndarray:
+    """``log_p`` with decision offsets added, each fold's offsets fitted on the other folds (so the
+    offsets are judged on rows they were not fitted on)."""
+    rng = np.random.default_rng(seed + 1)
+    fold = rng.permutation(len(y)) % folds
+    groups_arr = np.asarray(groups)
+    out = log_p.copy()
+    for k in range(folds):
+        test, train = fold == k, fold != k
+        out[test] = log_p[test] + fit_offsets(log_p[train], y[train], groups_arr[train].tolist())
+    return out
+
+
+def fit_family(p_encoder: np.ndarray, p_linear: np.ndarray, y: np.ndarray, groups: list[str],
+               labels: list[str], *, seed: int = 13) -> tuple[Stacker, str, dict[str, float]]:
+    """The stacker one family of rows ships with, the choice it embodies (:data:`CHOICES`), and
+    every choice's out-of-fold macro-F1 (mean over sources)."""
+    enc_logp = np.log(np.clip(p_encoder, 1e-9, 1.0))
+    oof = crossfit_stacker_logp(p_encoder, p_linear, y, labels, seed=seed)
+    candidates = {"encoder": enc_logp, "encoder+offsets": crossfit_offsets_logp(enc_logp, y, groups, seed=seed),
+                  "blend": oof, "blend+offsets": crossfit_offsets_logp(oof, y, groups, seed=seed)}
+    figures = {name: group_macro_f1(y, candidates[name].argmax(1), groups) for name in CHOICES}
+    choice = CHOICES[0]
+    for name in CHOICES[1:]:
+        if figures[name] > max(figures[c] for c in CHOICES[: CHOICES.index(name)]) + MARGIN:
+            choice = name
+    figures["linear"] = group_macro_f1(y, p_linear.argmax(1), groups)
+    if choice.startswith("encoder"):
+        offsets = fit_offsets(enc_logp, y, groups) if choice.endswith("offsets") else None
+        return encoder_only(len(labels), offsets), choice, figures
+    stacker = fit_stacker(p_encoder, p_linear, y, labels)
+    if choice.endswith("offsets"):
+        stacker.offsets = fit_offsets(oof, y, groups)
+    return stacker, choice, figures
+
+
 def fit_task(task: str, data: BlendData, p_encoder: np.ndarray, labels: list[str], *, seed: int = 13,
              log=print) -> tuple[HybridHead, dict]:
-    """Fit one task's hybrid head; also return the blend-row figures of each variant."""
+    """Fit one task's hybrid head; also return the blend-row figures per family and choice."""
     t0 = time.perf_counter()
     blend_ids = {id(e) for e in data.blend}
     rest = [e for e in data.all_rows if id(e) not in blend_ids]
     held = fit_linear(task, rest, labels, seed=seed)
     p_linear = held.proba(example_fields(task, data.blend))
     y = np.array([labels.index(e.label) for e in data.blend])
-    oof = crossfit_stacker_logp(p_encoder, p_linear, y, labels, seed=seed)
-    offsets = fit_offsets(oof, y, data.blend_sources)
-    stacker = fit_stacker(p_encoder, p_linear, y, labels)
-    stacker.offsets = offsets
-    figures = {
-        "encoder": group_macro_f1(y, p_encoder.argmax(1), data.blend_sources),
-        "linear": group_macro_f1(y, p_linear.argmax(1), data.blend_sources),
-        "blend_crossfit": group_macro_f1(y, oof.argmax(1), data.blend_sources),
-        "blend_offsets_crossfit": group_macro_f1(y, (oof + offsets).argmax(1), data.blend_sources),
-    }
-    log(f"hybrid {task}: blend rows macro-F1 (mean over sources) " +
-        ", ".join(f"{k} {v:.4f}" for k, v in figures.items()))
+    families = np.array([family_of(task, e.text) for e in data.blend])
+    sources = np.asarray(data.blend_sources)
+    stackers, choices, figures = {}, {}, {}
+    for fam in FAMILIES[task]:
+        m = families == fam
+        if not m.any():
+            continue
+        stackers[fam], choices[fam], figures[fam] = fit_family(
+            p_encoder[m], p_linear[m], y[m], sources[m].tolist(), labels, seed=seed)
+        log(f"hybrid {task} [{fam}: {int(m.sum())} rows of {', '.join(sorted(set(sources[m])))}] out-of-fold "
+            f"macro-F1 " + ", ".join(f"{k} {v:.4f}" for k, v in figures[fam].items()) + f" -> {choices[fam]}")
     final = fit_linear(task, data.all_rows, labels, seed=seed)
     info = {"linear": "hashed tf-idf word 1-2 + char_wb 2-5, SGD log-loss, balanced",
             "linear_train_rows": len(data.all_rows), "blend_rows": len(data.blend),
             "blend_sources": sorted(set(data.blend_sources)), "stacker": "logistic regression over "
-            "[log p_encoder, log p_linear]", "offsets": dict(zip(labels, offsets.round(2).tolist())),
+            "[log p_encoder, log p_linear], one per family of rows", "choices": choices,
+            "offsets": {fam: dict(zip(labels, st.offsets.round(2).tolist())) for fam, st in stackers.items()},
             "blend_rows_macro_f1": figures, "fit_seconds": round(time.perf_counter() - t0, 1)}
-    return HybridHead(final, stacker, info), figures
+    return HybridHead(final, stackers, info), figures
 
 
 def encoder_probs(predictor, task: str, examples: list, labels: list[str], progress=None) -> np.ndarray:
@@ -206,8 +251,8 @@ def fit_hybrid(loaded, cfg, *, max_blend_rows: int = 2000, log=print) -> dict[st
 
     from khabar.models.predictor import Predictor
 
-    predictor = Predictor(loaded.model, loaded.tokenizer, loaded.schema, batch_size=32,
-                          model_info=loaded.info)
+    # The encoder alone: new heads are fitted on its probabilities, not on an older blend.
+    predictor = Predictor.from_loaded(loaded, batch_size=32, with_hybrid=False)
     heads = {}
     for task in (t for t in CLASSIFICATION_TASKS if t in loaded.schema.tasks and t in cfg.tasks):
         data = blend_data(cfg, task, max_blend_rows=max_blend_rows, log=log)
