@@ -66,16 +66,6 @@ def load_tokenizer(name_or_path: str):
         raise BackboneNotFound(_hub_hint(name_or_path, err)) from err
 
 
-def load_encoder_config(name_or_path: str):
-    """Load the encoder's transformers config."""
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(name_or_path)
-    except OSError as err:
-        raise BackboneNotFound(_hub_hint(name_or_path, err)) from err
-
-
 def load_encoder(name_or_path: str):
     """Load pretrained encoder weights (safetensors only; pickle checkpoints are refused)."""
     from transformers import AutoModel

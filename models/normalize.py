@@ -20,8 +20,6 @@ import re
 from dataclasses import dataclass, field
 from operator import itemgetter
 
-ARABERT_MODEL = "bert-base-arabertv02"
-
 # --- arabert 1.0.1 patterns (preprocess.py), v02 path. Rewritten ones say why. ---------------
 
 # html.unescape's own entity pattern (stdlib html._charref); each match is unescaped on its own,
