@@ -2,9 +2,10 @@
 
 For every (article, target), the actors are found and their mentions grouped
 (:mod:`khabar.models.actors`); each actor's evidence clauses are read as one short text by the same
-stance head the article-level stance uses (pair classification of target and text, hybrid blend
-included), and its four labels are folded into three: ``unrelated`` becomes ``neutral``, since an
-actor whose words do not bear on the target takes no side on it. All (target, actor) pairs of a
+stance head the article-level stance uses (pair classification, hybrid blend included) against the
+claim "<actor> supports <target>" (:func:`actor_claim`), and its four labels are folded into
+three: ``unrelated`` becomes ``neutral``, since an actor whose words do not bear on the target
+takes no side on it. All (target, actor) pairs of a
 batch go through the encoder together.
 """
 from __future__ import annotations
@@ -13,6 +14,16 @@ from khabar.models.actors import evidence, find_actors
 from khabar.models.normalize import normalize
 
 ACTOR_LABELS = ("favor", "against", "neutral")
+
+
+def actor_claim(actor: str, target: str) -> str:
+    """The claim an actor's evidence is read against by the pair head: "<actor> supports <target>".
+
+    The head learnt claim/text agreement from ANS; "agrees with 'X supports T'" is X's favour and
+    "disagrees" X's opposition. Other forms were measured against it (README, "Actor stance";
+    `python -m benchmarks.actor_claims`).
+    """
+    return f"{actor} يؤيد {target}"
 
 
 def _fold_scores(scores: dict) -> dict:
@@ -36,7 +47,8 @@ def label_actors(predictor, prepared: list, results: list[dict]) -> None:
                 clauses = evidence(text, actor, [a for a in actors if a is not actor])
                 jobs.append((i, entry, actor, clauses))
                 snippet = " ".join(text[s:e] for s, e in clauses)
-                pairs.append(_Prepared(norm=normalize(snippet), tasks={"stance"}, targets=[entry["target"]]))
+                pairs.append(_Prepared(norm=normalize(snippet), tasks={"stance"},
+                                       targets=[actor_claim(actor.name, entry["target"])]))
         if p.hide_entities:
             results[i]["entities"] = []
     if not pairs:
