@@ -14,8 +14,8 @@ output also feeds the residual, so the division cannot be folded into LayerNorm'
 pre-LN language models; it stays an explicit multiply in front of each smoothed linear.
 
 Activation maxima come from 96 windows of the project's own sample articles
-(``data/sample/topic.jsonl``, written for khabar; 9,364 tokens); where the source tree is absent (an installed
-wheel), from 24 built-in sentences (:mod:`khabar.models.calibration_text`). Measured on the
+(``data/sample/topic.jsonl``, written for khabar; 9,364 tokens), which the package ships as
+``khabar.sample``, so a checkout and an installed wheel calibrate alike. Measured on the
 offline.yaml model (full ans and baly2018 dev, ANERcorp dev; fp32 0.812 / 0.354 / 0.669):
 
 | int8 graph | ans | baly2018 | NER |
@@ -23,16 +23,16 @@ offline.yaml model (full ans and baly2018 dev, ANERcorp dev; fp32 0.812 / 0.354 
 | not smoothed | 0.788 | 0.359 | 0.662 |
 | alpha 0.75, 96 windows of the sample articles (the default) | 0.817 | 0.356 | 0.665 |
 | alpha 0.5, same calibration | 0.829 | 0.357 | 0.659 |
-| alpha 0.75, the 24 built-in sentences (733 tokens) | 0.826 | 0.346 | 0.654 |
+| alpha 0.75, 24 hand-written sentences (733 tokens) | 0.826 | 0.346 | 0.654 |
 | alpha 0.75, random token ids | 0.799 | 0.372 | 0.668 |
 
-Only the default keeps all three within 1 point of fp32. The built-in fallback is worse on NER:
+Only the default keeps all three within 1 point of fp32. The 24 sentences are worse on NER:
 fewer tokens see fewer of the extreme values.
 """
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from importlib.resources import files
 from typing import Sequence
 
 import torch
@@ -42,7 +42,6 @@ from torch import nn
 # (``intermediate.dense``) and the two output projections (``output.dense``, attention and FFN).
 SMOOTHED_SUFFIXES = ("intermediate.dense", "output.dense")
 DEFAULT_ALPHA = 0.75
-SAMPLE_ARTICLES = Path(__file__).resolve().parents[1] / "data" / "sample" / "topic.jsonl"
 SAMPLE_LIMIT = 64  # articles: ~96 windows of 128 tokens, as measured
 
 
@@ -69,17 +68,11 @@ def smoothed_targets(encoder: nn.Module) -> dict[str, nn.Linear]:
 
 
 def calibration_texts() -> tuple[list[str], str]:
-    """The texts smoothing is calibrated on, and where they came from.
-
-    The project's sample articles (``data/sample/topic.jsonl``, written for khabar) where the
-    source tree is at hand; else, as in an installed wheel, the built-in sentences.
-    """
-    if SAMPLE_ARTICLES.exists():
-        rows = [json.loads(line) for line in SAMPLE_ARTICLES.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return [r["text"] for r in rows[:SAMPLE_LIMIT]], f"data/sample/topic.jsonl ({min(len(rows), SAMPLE_LIMIT)} articles)"
-    from khabar.models.calibration_text import CALIBRATION_TEXTS
-
-    return list(CALIBRATION_TEXTS), f"built-in sentences ({len(CALIBRATION_TEXTS)})"
+    """The texts smoothing is calibrated on (the first articles of the project's sample,
+    ``data/sample/topic.jsonl``, written for khabar), and where they came from."""
+    articles = files("khabar.sample") / "topic.jsonl"  # package data: data/sample/ in the checkout
+    rows = [json.loads(line) for line in articles.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r["text"] for r in rows[:SAMPLE_LIMIT]], f"data/sample/topic.jsonl ({min(len(rows), SAMPLE_LIMIT)} articles)"
 
 
 def text_calibration(tokenizer, texts: Sequence[str] | None = None, *, max_length: int, stride: int,

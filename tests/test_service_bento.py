@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,10 @@ def test_bentoml_build_offline(tiny_model_tag, tmp_path):
     subprocess.run([str(BIN / "pip"), "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
                     str(tmp_path / Path(wheel).parent), str(ROOT)], check=True, cwd=tmp_path)
     assert (tmp_path / wheel).exists(), f"the wheel name in bentofile.yaml is stale: {wheel}"
+    # What the package reads (demo model, int8 calibration) is in the wheel, not only in the checkout.
+    packed = set(zipfile.ZipFile(tmp_path / wheel).namelist())
+    assert {"khabar/sample/topic.jsonl", "khabar/sample/stance.jsonl", "khabar/sample/ner.conll",
+            "khabar/configs/demo.yaml"} <= packed
     from khabar.models.registry import serving_tag
 
     serving = serving_tag()

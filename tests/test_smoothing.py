@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from khabar.models.smoothing import (SmoothedLinear, input_maxima, smooth_encoder, smoothed_targets,
                                      text_calibration)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_smoothed_linear_is_the_same_function():
@@ -20,21 +23,19 @@ def test_smoothed_linear_is_the_same_function():
         torch.testing.assert_close(SmoothedLinear(linear, scale)(x), linear(x), atol=1e-5, rtol=1e-5)
 
 
-def test_calibration_reads_the_sample_articles_else_the_built_in_sentences(tiny_loaded, monkeypatch, tmp_path):
+def test_calibration_reads_the_sample_articles(tiny_loaded):
     import khabar.models.smoothing as smoothing
-    from khabar.models.calibration_text import CALIBRATION_TEXTS
 
     texts, source = smoothing.calibration_texts()
     assert source == "data/sample/topic.jsonl (64 articles)" and len(texts) == 64
+    first = json.loads((ROOT / "data" / "sample" / "topic.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert texts[0] == first["text"]
     batches = text_calibration(tiny_loaded.tokenizer, max_length=32, stride=tiny_loaded.schema.stride,
                                batch_size=10)
     assert len(batches) == 10  # the first 96 windows
     for b in batches:
         assert set(b) == {"input_ids", "attention_mask", "token_type_ids"}
         assert b["input_ids"].shape[1] <= 32 and b["attention_mask"].sum() > 0
-    monkeypatch.setattr(smoothing, "SAMPLE_ARTICLES", tmp_path / "absent.jsonl")
-    texts, source = smoothing.calibration_texts()
-    assert texts == list(CALIBRATION_TEXTS) and source.startswith("built-in")
 
 
 def test_smoothing_keeps_the_encoder_output_and_evens_out_the_inputs(tiny_loaded):
