@@ -252,19 +252,18 @@ def row_baseline(spec: dict) -> dict:
 def row_predictor(spec: dict) -> dict:
     """khabar's predictor in this process with one engine, ``chunk`` articles per call."""
     from khabar.models.engines import make_engine, resolve_engine_name
-    from khabar.models.predictor import LabelRequest, Predictor
+    from khabar.models.predictor import Article, Predictor
     from khabar.models.store import load_model
 
     threads = _threads(spec)
     loaded = load_model(spec["tag"])
     engine = EngineClock(make_engine(spec["engine"], loaded, threads=threads, streams=spec.get("streams")))
-    predictor = Predictor.from_loaded(loaded, batch_size=int(spec.get("batch_size", 16)), engine=engine,
-                                      threads=threads)
+    predictor = Predictor.from_loaded(loaded, batch_size=int(spec.get("batch_size", 16)), engine=engine)
     if resolve_engine_name(spec["engine"]) == "onnx-int8":
         loaded.model = None  # ONNX Runtime holds its own weights; the fp32 copy can go
     articles = read_articles(Path(spec["articles"]))
     targets = [spec["target"]]
-    predictor.label([LabelRequest(a["text"], targets) for a in articles[: spec.get("warmup", 2)]])
+    predictor.label([Article(a["text"], targets) for a in articles[: spec.get("warmup", 2)]])
     engine.reset()
     chunk = int(spec.get("chunk", 32))
     labels, lat = [], []
@@ -273,7 +272,7 @@ def row_predictor(spec: dict) -> dict:
     for i in range(0, len(articles), chunk):
         part = articles[i: i + chunk]
         t0 = time.perf_counter()
-        out = predictor.label([LabelRequest(a["text"], targets) for a in part])
+        out = predictor.label([Article(a["text"], targets) for a in part])
         dt = (time.perf_counter() - t0) * 1000
         labels += [summarize(r) for r in out]
         lat += [dt] * len(part)  # every article of a call waits for the whole call
@@ -320,8 +319,8 @@ def row_dev(spec: dict) -> dict:
     loaded = load_model(spec["tag"])
     int8 = resolve_engine_name(spec.get("engine", "int8"))
     predictors = {
-        "fp32": Predictor.from_loaded(loaded, threads=threads),
-        int8: Predictor.from_loaded(loaded, threads=threads, engine=make_engine(int8, loaded, threads=threads)),
+        "fp32": Predictor.from_loaded(loaded),
+        int8: Predictor.from_loaded(loaded, engine=make_engine(int8, loaded, threads=threads)),
     }
     sets = []
     for task, name, path in spec["sets"]:
@@ -349,13 +348,12 @@ def row_actors(spec: dict) -> dict:
     import numpy as np
 
     from khabar.models.engines import make_engine
-    from khabar.models.predictor import LabelRequest, Predictor
+    from khabar.models.predictor import Article, Predictor
     from khabar.models.store import load_model
 
     threads = _threads(spec)
     loaded = load_model(spec["tag"])
-    predictor = Predictor.from_loaded(loaded, threads=threads, engine=make_engine(spec.get("engine"), loaded,
-                                                                                  threads=threads))
+    predictor = Predictor.from_loaded(loaded, engine=make_engine(spec.get("engine"), loaded, threads=threads))
     words = int(spec.get("words", 600))
     articles = [a for a in read_articles(Path(spec["articles"])) if len(a["text"].split()) >= words]
     texts = [" ".join(a["text"].split()[:words]) for a in articles[: int(spec.get("n_actors", 20))]]
@@ -366,12 +364,12 @@ def row_actors(spec: dict) -> dict:
         ents = predictor.label_one(text, tasks=["entities"])["entities"]
         names = list(dict.fromkeys(e["text"] for e in ents if e["label"] in ("PERS", "ORG")))[:4]
         calls.append((text, names))
-    predictor.label([LabelRequest(calls[0][0], [spec["target"]], actors=calls[0][1])])  # warm-up
+    predictor.label([Article(calls[0][0], [spec["target"]], actors=calls[0][1])])  # warm-up
     plain, with_actors = [], []
     for text, names in calls:
         for out, actors in ((plain, ()), (with_actors, names)):
             t0 = time.perf_counter()
-            predictor.label([LabelRequest(text, [spec["target"]], actors=actors)])
+            predictor.label([Article(text, [spec["target"]], actors=actors)])
             out.append((time.perf_counter() - t0) * 1000)
     return {"n": len(calls), "words": words, "actors_per_article": float(np.mean([len(n) for _, n in calls])),
             "plain_ms": {"p50": float(np.percentile(plain, 50)), "p95": float(np.percentile(plain, 95))},

@@ -50,13 +50,13 @@ def _same(form: str, mention: str) -> bool:
 
 def evaluate_actors(predictor, rows: list[dict], progress=None) -> dict:
     """Score actor stance and mention grouping on ``rows`` (see the module doc)."""
-    from khabar.models.predictor import LabelRequest
+    from khabar.models.predictor import Article
 
     gold, pred, base, grouped, found, details = [], [], [], 0, 0, []
     for row in rows:
         targets = [t["target"] for t in row["targets"]]
         names = list(dict.fromkeys(a["actor"] for t in row["targets"] for a in t["actors"]))
-        res = predictor.label([LabelRequest(row["text"], targets, ("stance",), actors=names)])[0]
+        res = predictor.label([Article(row["text"], targets, ("stance",), actors=names)])[0]
         for t, entry in zip(row["targets"], res["stance"]):
             article = "neutral" if entry["label"] == "unrelated" else entry["label"]
             by_name = {a["actor"]: a for a in entry.get("actors", [])}

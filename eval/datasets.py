@@ -11,9 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from khabar.models.schema import TASKS
 from khabar.training.config import Source
-
-TASKS = ("topic", "stance", "ner")
 
 # The dev splits of ../shared/data, as configs/offline.yaml names them.
 STANDARD_DEV = {

@@ -7,7 +7,6 @@ entities come from one encoder pass per window, stance from one pass per (target
 """
 from __future__ import annotations
 
-import os
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -17,28 +16,33 @@ import torch
 
 from khabar.models.hybrid import fields_for, softmax
 from khabar.models.normalize import Normalized, normalize
-from khabar.models.schema import API_TASKS, ModelSchema
+from khabar.models.schema import ACTORS, API_TASKS, ModelSchema
 from khabar.models.windows import (Window, collate, evidence_ranked, length_sorted_batches, make_windows,
                                    word_spans)
 
-ALL_API_TASKS = tuple(API_TASKS)
+NO_TARGETS_WARNING = "stance was asked for without targets: add them in 'targets'"
 
 
 @dataclass
-class LabelRequest:
-    """One article to label; ``tasks`` use the API names (topic, stance, entities, and ``actors``:
-    each actor's stance toward each target, from ``actors`` and the PERS / ORG entities found)."""
+class Article:
+    """One article to label and what to label in it (the predictor's input; the HTTP API's body is
+    :class:`khabar.serving.schemas.LabelRequest`).
+
+    ``tasks`` use the API names (:data:`khabar.models.schema.REQUEST_TASKS`: topic, stance,
+    entities, and ``actors``: each actor's stance toward each target, from ``actors`` and the
+    PERS / ORG entities found); None runs every task the model has.
+    """
 
     text: str
     targets: Sequence[str] = ()
-    tasks: Sequence[str] = ALL_API_TASKS
+    tasks: Sequence[str] | None = None
     actors: Sequence[str] = ()
 
 
 @dataclass
 class _Prepared:
     norm: Normalized
-    tasks: set[str]
+    tasks: set[str]  # heads to run, by their internal names (topic, stance, ner)
     targets: list[str]
     warnings: list[str] = field(default_factory=list)
     actors: list[str] | None = None  # None: actor stance not asked for
@@ -117,17 +121,23 @@ class TorchEngine:
 
 
 class Predictor:
-    """Labels articles with a loaded model. Thread-compatible (no per-call state on self)."""
+    """Labels articles with a loaded model. Thread-compatible (no per-call state on self).
+
+    It never changes torch's thread count, which is global to the process: whoever owns the
+    process sets it once (:func:`khabar.settings.use_torch_threads`).
+    """
 
     def __init__(self, model: torch.nn.Module, tokenizer, schema: ModelSchema, *,
                  batch_size: int = 16, model_info: dict | None = None,
-                 engine: Callable | None = None, threads: int | None = None,
+                 engine: Callable | None = None,
                  hybrid: dict | None = None, offsets: bool = True, keep_parts: bool = False,
                  ner_decoding: str = "viterbi") -> None:
         """``hybrid`` (task -> models.hybrid.HybridHead) blends a linear part into topic and stance;
         ``offsets`` applies its decision offsets; ``keep_parts`` adds each part's scores to the
         topic and stance results under ``parts`` (evaluation compares them); ``ner_decoding`` is
-        ``viterbi`` (BIO-constrained, the default) or ``argmax`` (per word, for comparison)."""
+        ``viterbi`` (BIO-constrained, the default) or ``argmax`` (per word, for comparison).
+        A model from the store is built with :meth:`from_loaded`; this constructor is for a model
+        in memory (training's dev evaluation) and for tests."""
         if ner_decoding not in ("viterbi", "argmax"):
             raise ValueError(f"ner_decoding must be 'viterbi' or 'argmax', got {ner_decoding!r}")
         self.ner_decoding = ner_decoding
@@ -140,24 +150,25 @@ class Predictor:
         self.keep_parts = keep_parts
         self.engine = engine or TorchEngine(model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        if threads is None:
-            threads = int(os.environ.get("KHABAR_THREADS", "0")) or os.cpu_count() or 1
-        torch.set_num_threads(threads)
 
     @classmethod
-    def from_loaded(cls, loaded, *, engine: Callable | None = None, **kwargs) -> "Predictor":
+    def from_loaded(cls, loaded, *, engine: Callable | None = None, with_hybrid: bool = True,
+                    **kwargs) -> "Predictor":
         """The predictor of a stored model (models.store.LoadedModel): its weights, schema, name and
-        hybrid heads; ``engine`` replaces the PyTorch forward (ONNX)."""
+        hybrid heads; ``engine`` replaces the PyTorch forward (ONNX); ``with_hybrid=False`` leaves
+        the hybrid heads out (fitting new ones reads the encoder's own probabilities)."""
+        hybrid = getattr(loaded, "hybrid", None) if with_hybrid else None
         return cls(loaded.model, loaded.tokenizer, loaded.schema, model_info=loaded.info,
-                   hybrid=getattr(loaded, "hybrid", None), engine=engine, **kwargs)
+                   hybrid=hybrid, engine=engine, **kwargs)
 
     @property
     def api_tasks(self) -> list[str]:
         """The API task names this model can answer."""
-        return [api for api, internal in API_TASKS.items() if internal in self.schema.tasks]
+        return self.schema.api_tasks()
 
-    def label(self, requests: Sequence[LabelRequest]) -> list[dict]:
-        """Label a batch of requests; results are in request order."""
+    def label(self, requests: Sequence[Article]) -> list[dict]:
+        """Label a batch of articles; results are in request order. Raises
+        :class:`~khabar.models.schema.TaskError` for a task the model lacks."""
         prepared = [self._prepare(r) for r in requests]
         results = [self._empty_result(p) for p in prepared]
         self._run_single(prepared, results)
@@ -168,28 +179,25 @@ class Predictor:
             label_actors(self, prepared, results)
         return results
 
-    def label_one(self, text: str, targets: Sequence[str] = (), tasks: Sequence[str] = ALL_API_TASKS) -> dict:
+    def label_one(self, text: str, targets: Sequence[str] = (), tasks: Sequence[str] | None = None) -> dict:
         """Convenience wrapper around :meth:`label` for one article."""
-        return self.label([LabelRequest(text, targets, tasks)])[0]
+        return self.label([Article(text, targets, tasks)])[0]
 
     # -- internals -----------------------------------------------------------------------------
-    def _prepare(self, req: LabelRequest) -> _Prepared:
-        tasks = [t for t in req.tasks if t != "actors"]
-        unknown = [t for t in tasks if t not in API_TASKS]
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; choose from {list(API_TASKS) + ['actors']}")
-        missing = [t for t in tasks if API_TASKS[t] not in self.schema.tasks]
-        if missing:
-            raise ValueError(f"this model has no {missing} task(s); it has {self.api_tasks}")
-        prep = _Prepared(norm=normalize(req.text), tasks=set(tasks), targets=list(req.targets))
-        if req.actors or "actors" in req.tasks:
-            if "stance" not in self.schema.tasks:
-                raise ValueError(f"actor stance needs a stance head; this model has {self.api_tasks}")
+    def _prepare(self, req: Article) -> _Prepared:
+        tasks = self.schema.request_tasks(req.tasks, req.actors)
+        heads = {API_TASKS[t] for t in tasks if t != ACTORS}
+        prep = _Prepared(norm=normalize(req.text), tasks=heads, targets=list(req.targets))
+        if req.actors or ACTORS in tasks:
             prep.actors = list(req.actors)
             prep.tasks.add("stance")  # actors are reported under each target's stance
-            if "ner" in self.schema.tasks and "entities" not in prep.tasks:
-                prep.tasks.add("entities")  # PERS / ORG entities are actors too
+            if "ner" in self.schema.tasks and "ner" not in prep.tasks:
+                prep.tasks.add("ner")  # PERS / ORG entities are actors too
                 prep.hide_entities = True
+        # Asked for by name (not just "every task the model has"), stance with no target is a
+        # request that cannot get what it wants: say so in every result, service or batch job.
+        if not req.targets and (req.actors or {"stance", ACTORS} & set(req.tasks or ())):
+            prep.warnings.append(NO_TARGETS_WARNING)
         ratio = arabic_ratio(req.text)
         if ratio < 0.5:
             prep.warnings.append(
@@ -219,11 +227,10 @@ class Predictor:
 
     def _run_single(self, prepared: list[_Prepared], results: list[dict]) -> None:
         wanted = [i for i, p in enumerate(prepared)
-                  if ({"topic", "entities"} & p.tasks) and p.norm.text.strip()]
+                  if ({"topic", "ner"} & p.tasks) and p.norm.text.strip()]
         if not wanted:
             return
-        tasks = tuple(t for t in ("topic", "ner") if any(
-            {"topic": "topic", "ner": "entities"}[t] in prepared[i].tasks for i in wanted))
+        tasks = tuple(t for t in ("topic", "ner") if any(t in prepared[i].tasks for i in wanted))
         windows = make_windows(self.tokenizer, [prepared[i].norm.text for i in wanted],
                                max_length=self.schema.max_length, stride=self.schema.stride)
         logits = self._forward_windows(windows, tasks)
@@ -238,7 +245,7 @@ class Predictor:
                 topic_rows.append(i)
                 topic_probs.append(pool([softmax(logits[w]["topic"]) for w in ws],
                                         [len(windows[w]) for w in ws]))
-            if "entities" in p.tasks:
+            if "ner" in p.tasks:
                 results[i]["entities"] = self._entities(p.norm, [windows[w] for w in ws],
                                                         [logits[w]["ner"] for w in ws])
         if topic_rows:
@@ -309,8 +316,8 @@ class Predictor:
         final = p_encoder
         if head is not None:
             parts["linear"] = head.linear.proba(fields_for(task, texts, targets))
-            parts["blend"] = head.stacker.proba(p_encoder, parts["linear"], offsets=False)
-            final = head.stacker.apply_offsets(parts["blend"]) if self.offsets else parts["blend"]
+            parts["blend"], with_offsets = head.blend(p_encoder, parts["linear"], texts)
+            final = with_offsets if self.offsets else parts["blend"]
         out = []
         for r in range(len(final)):
             best = int(final[r].argmax())

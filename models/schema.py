@@ -3,10 +3,30 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Sequence
 
+# The heads a model can have, by their internal names (configs, data folders, the model store).
 TASKS = ("topic", "stance", "ner")
-# The public API calls the NER task "entities"; internally the head is "ner".
+# The public words (requests, results, `khabar score --tasks`, GET /info) -> the head each one
+# runs: the one mapping between the two words for the entity task. The API says "entities" (what
+# a client gets back), the head and its BIO labels say "ner"; code turns one into the other here.
 API_TASKS = {"topic": "topic", "stance": "stance", "entities": "ner"}
+# A request may also ask for "actors" (each actor's stance toward each target): no head of its
+# own, it reads with the stance head (and the ner head's PERS / ORG entities when the model has one).
+ACTORS = "actors"
+REQUEST_TASKS = (*API_TASKS, ACTORS)
+
+
+class TaskError(ValueError):
+    """A request asks for a task that does not exist or that the model lacks.
+
+    ``request_field`` is the request field to change: "tasks", or "actors" for actors sent to a
+    model without a stance head.
+    """
+
+    def __init__(self, message: str, request_field: str = "tasks") -> None:
+        super().__init__(message)
+        self.request_field = request_field
 
 
 @dataclass
@@ -46,6 +66,32 @@ class ModelSchema:
             raise ValueError(f"stance_select must be 'first' or 'evidence', got {self.stance_select!r}")
         if self.stance_pool not in ("mean", "evidence"):
             raise ValueError(f"stance_pool must be 'mean' or 'evidence', got {self.stance_pool!r}")
+
+    def api_tasks(self) -> list[str]:
+        """The API task names this model answers (see :data:`API_TASKS`)."""
+        return [api for api, head in API_TASKS.items() if head in self.tasks]
+
+    def request_tasks(self, asked: Sequence[str] | None, actors: Sequence[str] = ()) -> list[str]:
+        """The API tasks a request runs, checked against this model: the one place a request's
+        tasks are checked (the service, batch jobs and the predictor all call it).
+
+        ``asked`` None means every task the model has; ``"actors"`` in ``asked`` or any ``actors``
+        add actor stance, which needs the stance head. Duplicates are dropped, order kept.
+        Raises :class:`TaskError` saying what to change.
+        """
+        have = self.api_tasks()
+        wanted = list(dict.fromkeys(asked)) if asked is not None else list(have)
+        unknown = [t for t in wanted if t not in REQUEST_TASKS]
+        if unknown:
+            raise TaskError(f"unknown task(s) {unknown}; choose from {list(REQUEST_TASKS)}")
+        missing = [t for t in wanted if t != ACTORS and t not in have]
+        if missing:
+            able = have + [ACTORS] if "stance" in self.tasks else have
+            raise TaskError(f"this model has no {missing} task(s); it has {able}")
+        if (ACTORS in wanted or actors) and "stance" not in self.tasks:
+            raise TaskError(f"actor stance needs a stance head; this model has {have}",
+                            request_field="tasks" if ACTORS in wanted else "actors")
+        return wanted
 
     def entity_types(self) -> list[str]:
         """NER entity types (PERS, LOC, ...) in label order."""

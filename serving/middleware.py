@@ -14,7 +14,7 @@ import hmac
 import json
 import logging
 
-from khabar.serving.settings import Settings
+from khabar.settings import Settings
 
 INTERNAL: contextvars.ContextVar[bool] = contextvars.ContextVar("khabar_internal_call", default=False)
 INTERNAL_PATH = "/internal/label_many"

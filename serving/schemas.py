@@ -1,8 +1,11 @@
-"""Request and response models of the HTTP API, with the limits from :mod:`khabar.serving.settings`.
+"""Request and response models of the HTTP API, with the limits from :mod:`khabar.settings`.
 
 They are the service's contract: BentoML validates every request against them (a bad request
-never reaches the model) and publishes them in ``/docs.json``. Messages of the validators say what
-to change, since they go back to the client as they are.
+never reaches the model) and publishes them in ``/docs.json`` under these class names, so the
+names stay as clients know them (the predictor's own input is :class:`khabar.models.predictor.Article`).
+Messages of the validators say what to change, since they go back to the client as they are.
+Whether the model has the tasks asked for is checked by the service, with the models layer's one
+rule (:meth:`khabar.models.schema.ModelSchema.request_tasks`).
 """
 from __future__ import annotations
 
@@ -11,10 +14,11 @@ from typing import Annotated, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from khabar.serving.settings import SETTINGS
+from khabar.models.schema import REQUEST_TASKS
+from khabar.settings import settings
 
-Task = Literal["topic", "stance", "entities", "actors"]
-TASKS: tuple[str, ...] = ("topic", "stance", "entities", "actors")
+SETTINGS = settings()
+Task = Literal[REQUEST_TASKS]  # topic, stance, entities, actors
 MAX_ACTORS = 16
 
 Target = Annotated[str, Field(min_length=1, max_length=SETTINGS.max_target_chars,
@@ -35,7 +39,7 @@ class LabelRequest(_Strict):
                       description="The article (Arabic). Entity offsets index this exact string.")
     targets: list[Target] = Field(default_factory=list, max_length=SETTINGS.max_targets,
                                   description="Stance targets; the stance toward each is returned in order.")
-    tasks: Optional[list[Task]] = Field(None, min_length=1, max_length=len(TASKS),
+    tasks: Optional[list[Task]] = Field(None, min_length=1, max_length=len(REQUEST_TASKS),
                                         description="Tasks to run; default: every task the model has. "
                                                     "'actors' adds each actor's stance under every target.")
     actors: list[Target] = Field(default_factory=list, max_length=MAX_ACTORS,

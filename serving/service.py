@@ -4,7 +4,7 @@ Each worker loads the model once. ``/label`` and ``/label_batch`` validate the r
 the articles to ``label_many``, a batchable endpoint, through BentoML's in-process self-call
 (``self.to_async.label_many``): concurrent requests are grouped there by adaptive batching, and
 the predictor batches the windows of all grouped articles together. Settings come from
-environment variables (:mod:`khabar.serving.settings`); the guard in
+environment variables (:mod:`khabar.settings`); the guard in
 :mod:`khabar.serving.middleware` handles the token and limits; :mod:`khabar.serving.web` serves
 ``/info``, ``/ui``, ``/docs.json`` and ``POST /admin/reload``. The model is held by
 :mod:`khabar.serving.reload`, which follows promotions without a restart.
@@ -21,12 +21,15 @@ from starlette.responses import JSONResponse
 
 from khabar.models.engines import resolve_engine_name
 from khabar.models.hybrid import hybrid_info
-from khabar.models.predictor import LabelRequest as PredictorRequest
+from khabar.models.predictor import Article
+from khabar.models.schema import TaskError
 from khabar.serving.middleware import INTERNAL, INTERNAL_PATH, Guard
 from khabar.serving.reload import ModelHolder
 from khabar.serving.schemas import BatchRequest, BatchResult, LabelRequest, LabelResult
-from khabar.serving.settings import SETTINGS as S
 from khabar.serving.web import app as web_app
+from khabar.settings import settings, use_torch_threads
+
+S = settings()
 
 log = logging.getLogger("khabar.serving")
 ITEMS_PER_CALL = bentoml.metrics.Histogram(
@@ -41,6 +44,7 @@ class Khabar:
     """Topic, stance toward named targets, and named entities of Arabic news articles."""
 
     def __init__(self) -> None:
+        use_torch_threads(S.threads)  # the worker owns its process: its share of the cores (khabar serve)
         self.holder = ModelHolder(S.model_tag, batch_size=S.batch_size)
         self.holder.start_polling(S.reload_poll_s)
 
@@ -68,8 +72,7 @@ class Khabar:
         """Internal (404 from outside): the articles of concurrent requests, labelled in one pass."""
         ITEMS_PER_CALL.observe(len(items))
         predictor = self.holder.live.predictor  # one model for the whole call, even during a switch
-        reqs = [PredictorRequest(i.text, i.targets, i.tasks or predictor.api_tasks, i.actors) for i in items]
-        return predictor.label(reqs)
+        return predictor.label([Article(i.text, i.targets, i.tasks, i.actors) for i in items])
 
     def info(self) -> dict:
         """What GET /info answers."""
@@ -89,22 +92,22 @@ class Khabar:
                 "engine": resolve_engine_name(None)}
 
     async def _label(self, items: list[LabelRequest]) -> list[dict] | JSONResponse:
-        """Check tasks against the model, then run the items through the batching endpoint."""
-        have = self.holder.live.predictor.api_tasks
-        have = have + ["actors"] if "stance" in have else have  # actor stance reads with the stance head
+        """Check tasks against the model, then run the items through the batching endpoint.
+
+        The check is the predictor's own rule, run here before batching so that one bad item is a
+        422 for its request instead of failing the other requests grouped with it.
+        """
+        schema = self.holder.live.predictor.schema
         for n, item in enumerate(items):
-            missing = [t for t in (item.tasks or ()) if t not in have]
-            if missing:
-                where = f"items.{n}.tasks" if len(items) > 1 else "tasks"
-                return _error(422, f"{where}: this model has no {missing} task; it has {have} (see GET /info)")
+            try:
+                schema.request_tasks(item.tasks, item.actors)
+            except TaskError as err:
+                where = f"items.{n}.{err.request_field}" if len(items) > 1 else err.request_field
+                return _error(422, f"{where}: {err} (see GET /info)")
         try:
-            results = await self._batched(items)
+            return await self._batched(items)
         except ServiceUnavailable:
             return _error(503, "the service is overloaded: retry shortly", {"Retry-After": "5"})
-        for item, result in zip(items, results):
-            if ({"stance", "actors"} & set(item.tasks or ()) or item.actors) and not item.targets:
-                result["warnings"].append("stance was asked for without targets: add them in 'targets'")
-        return results
 
     async def _batched(self, items: list[LabelRequest], attempts: int = 3) -> list[dict]:
         """``label_many`` through BentoML's self-call, so that adaptive batching groups requests."""

@@ -31,6 +31,9 @@ def _isolated_home(tmp_path_factory):
     # call, so only fp32 is exact there. The int8 default is tested with this unset (test_engines).
     os.environ["KHABAR_ENGINE"] = "fp32"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    from khabar.settings import settings
+
+    settings.cache_clear()  # modules imported while collecting may have read KHABAR_THREADS unset
     import transformers
 
     transformers.utils.logging.set_verbosity_error()

@@ -55,10 +55,10 @@ def test_clauses_split_where_the_report_turns_to_another_side():
 
 
 def test_predictor_answers_actors_under_each_target(tiny_loaded):
-    from khabar.models.predictor import LabelRequest, Predictor
+    from khabar.models.predictor import Article, Predictor
 
     p = Predictor.from_loaded(tiny_loaded)
-    res = p.label([LabelRequest(ARTICLE, ["الاتفاق الأمني"], ("topic",), actors=("الفصائل المسلحة", "حزب التجمع"))])[0]
+    res = p.label([Article(ARTICLE, ["الاتفاق الأمني"], ("topic",), actors=("الفصائل المسلحة", "حزب التجمع"))])[0]
     assert res["entities"] == []  # computed for the actors, not asked for
     entry = res["stance"][0]
     names = [a["actor"] for a in entry["actors"]]
@@ -70,7 +70,7 @@ def test_predictor_answers_actors_under_each_target(tiny_loaded):
             assert ARTICLE[span["start"]: span["end"]] == span["text"]
         assert a["evidence"], "every actor found has the clauses that mention it"
     with pytest.raises(ValueError, match="unknown task"):
-        p.label([LabelRequest(ARTICLE, ["x"], ("actor",))])
+        p.label([Article(ARTICLE, ["x"], ("actor",))])
 
 
 def test_sample_actor_mentions_are_grouped():

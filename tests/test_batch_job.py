@@ -58,13 +58,13 @@ def assert_same(got, want, path="row"):
 @pytest.fixture(scope="module")
 def reference(tiny_loaded):
     """Labels for the sample texts straight from the Predictor, as POST /label computes them."""
-    from khabar.models.predictor import LabelRequest, Predictor
+    from khabar.models.predictor import Article, Predictor
     from khabar.serving.batch.scorer import actor_column
 
-    p = Predictor(tiny_loaded.model, tiny_loaded.tokenizer, tiny_loaded.schema, model_info=tiny_loaded.info)
+    p = Predictor.from_loaded(tiny_loaded)
     texts = sample_texts(24)
     return {f"n{i}": {"id": f"n{i}", **actor_column(res)}
-            for i, res in enumerate(p.label([LabelRequest(t, TARGETS) for t in texts]))}
+            for i, res in enumerate(p.label([Article(t, TARGETS) for t in texts]))}
 
 
 def rows_for(ids) -> list[dict]:
@@ -113,6 +113,19 @@ def test_actor_option_fills_the_actors_column(tiny_model_tag, tmp_path, dst):
     for span in fac["mentions"] + fac["evidence"]:
         assert text[span["start"]: span["end"]] == span["text"]
     assert "actors" not in rows["a1"]["stance"][0]  # one place for them: the actors column
+
+
+@pytest.mark.parametrize("dst", [".parquet", ".csv"])
+def test_rows_carry_the_predictors_warnings(tiny_model_tag, tmp_path, dst):
+    """Stance asked for without targets is warned about on every row, as POST /label does; a job
+    that names no tasks (every task the model has) gets no such warning."""
+    from khabar.models.predictor import NO_TARGETS_WARNING
+
+    inp = write_rows(tmp_path / "in.jsonl", rows_for(["n0", "n1"]))
+    for tasks, warned in ((["stance"], True), ([], False)):
+        out = tmp_path / f"out-{warned}{dst}"
+        run_job(ScoreOptions(inp, out, model=tiny_model_tag, tasks=tasks, progress=False))
+        assert [NO_TARGETS_WARNING in r["warnings"] for r in read_output(out)] == [warned, warned]
 
 
 def test_error_rows_go_to_the_errors_file_and_the_job_goes_on(tiny_model_tag, tmp_path):

@@ -17,7 +17,7 @@ from khabar.models.engines import (DEFAULT_INT8, EngineError, OnnxEngine, TorchI
                                    resolve_engine_name)
 from khabar.models.files import sha256_file
 from khabar.models.onnx_export import GRAPH_DIR, INT8_GRAPH, MANIFEST, export_onnx
-from khabar.models.predictor import LabelRequest, Predictor, TorchEngine
+from khabar.models.predictor import Article, Predictor, TorchEngine
 from khabar.models.windows import collate, make_windows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,10 +139,10 @@ def test_exported_graph_computes_the_model_with_dynamic_batch_and_length(tiny_lo
 
 @pytest.mark.parametrize("name", ["onnx-int8", "torch-int8"])
 def test_int8_labels_agree_with_fp32(tiny_loaded, onnx_engine, articles, name):
-    fp32 = Predictor(tiny_loaded.model, tiny_loaded.tokenizer, tiny_loaded.schema, threads=1)
+    fp32 = Predictor.from_loaded(tiny_loaded)
     engine = onnx_engine if name == "onnx-int8" else make_engine(name, tiny_loaded)
-    int8 = Predictor(tiny_loaded.model, tiny_loaded.tokenizer, tiny_loaded.schema, threads=1, engine=engine)
-    reqs = [LabelRequest(t, [TARGET]) for t in articles]
+    int8 = Predictor.from_loaded(tiny_loaded, engine=engine)
+    reqs = [Article(t, [TARGET]) for t in articles]
     ref, got = fp32.label(reqs), int8.label(reqs)
     for a, b in zip(ref, got):
         for task in ("topic", "stance"):
@@ -174,9 +174,9 @@ def test_onnx_streams_give_the_same_labels_in_order(tiny_loaded, onnx_engine, ar
     for ref, got in zip(one_by_one, mapped):
         for task in ref:
             np.testing.assert_allclose(got[task], ref[task], atol=1e-5)
-    seq = Predictor(None, tiny_loaded.tokenizer, tiny_loaded.schema, threads=1, engine=onnx_engine, batch_size=2)
-    par = Predictor(None, tiny_loaded.tokenizer, tiny_loaded.schema, threads=1, engine=two, batch_size=2)
-    reqs = [LabelRequest(t, [TARGET]) for t in articles]
+    seq = Predictor(None, tiny_loaded.tokenizer, tiny_loaded.schema, engine=onnx_engine, batch_size=2)
+    par = Predictor(None, tiny_loaded.tokenizer, tiny_loaded.schema, engine=two, batch_size=2)
+    reqs = [Article(t, [TARGET]) for t in articles]
     for a, b in zip(seq.label(reqs), par.label(reqs)):
         assert b["topic"]["label"] == a["topic"]["label"] and b["stance"][0]["label"] == a["stance"][0]["label"]
         assert [(e["start"], e["end"], e["label"]) for e in b["entities"]] == \

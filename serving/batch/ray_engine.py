@@ -24,11 +24,17 @@ _WORKER_ENV = ("KHABAR_HOME", "BENTOML_HOME", "HF_HOME", "HF_HUB_OFFLINE", "BENT
 
 
 class RayScorer:
-    """The actor UDF: loads the model once in ``__init__``, labels a pyarrow batch per call."""
+    """The actor UDF: loads the model once in ``__init__``, labels a pyarrow batch per call.
 
-    def __init__(self, tag: str, tasks: list[str], targets: list[str], batch_size: int, threads: int,
+    Each actor is a process of its own: it sets its torch threads (1 CPU per actor) before loading.
+    """
+
+    def __init__(self, tag: str, tasks: list[str] | None, targets: list[str], batch_size: int, threads: int,
                  actors: list[str] = ()) -> None:
         from khabar.serving.batch.scorer import Scorer
+        from khabar.settings import use_torch_threads
+
+        use_torch_threads(threads)
 
         self.scorer = Scorer(tag, tasks=tasks, targets=targets, batch_size=batch_size, threads=threads,
                              actors=actors)
@@ -46,7 +52,7 @@ class RayScorer:
 class RayEngine:
     """Starts (or joins) Ray and scores the parts that are not done on a pool of actors."""
 
-    def __init__(self, tag: str, opts, tasks: list[str], log) -> None:
+    def __init__(self, tag: str, opts, tasks: list[str] | None, log) -> None:
         try:
             import ray
             import ray.data
