@@ -90,7 +90,10 @@ def run_evaluation(model: str, sets: list[EvalSet], settings: dict, *, compare: 
 
         loaded.schema = replace(loaded.schema, stance_windows=None if stance_windows == "all" else int(stance_windows))
         loaded.model.schema = loaded.schema
-    settings = dict(settings, n_boot=n_boot, stance_windows=loaded.schema.stance_windows, ner_decoding=ner_decoding)
+    # engine: evaluate_model runs the PyTorch model as trained; the service's default int8 graph is
+    # compared with it by the bench (README, "Measured results").
+    settings = dict(settings, n_boot=n_boot, stance_windows=loaded.schema.stance_windows, ner_decoding=ner_decoding,
+                    engine="fp32")
     ev = Evaluation(sets, evaluate_model(loaded, sets, batch_size=batch_size, n_boot=n_boot, progress=progress,
                                          log=log, ner_decoding=ner_decoding), settings=settings)
     for eset in sets:

@@ -104,7 +104,8 @@ def build_blocks(ev: Evaluation) -> list[Block]:
     b: list[Block] = [Block("h1", f"Evaluation of {ev.model.name}")]
     b.append(Block("p", f"Written {time.strftime('%Y-%m-%d %H:%M')}. Files: "
                    + "; ".join(f"{k} = {v['path']} ({v['n']} examples)" for k, v in ev.settings.get("files", {}).items())
-                   + (f". Fixed subset of at most {ev.settings['limit']} per file." if ev.settings.get("limit") else ".")))
+                   + (f". Fixed subset of at most {ev.settings['limit']} per file." if ev.settings.get("limit") else ".")
+                   + (f" Engine: {ev.settings['engine']}." if ev.settings.get("engine") else "")))
     for w in ev.warnings:
         b.append(Block("warn", w))
     b += _headline(ev)

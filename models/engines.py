@@ -49,7 +49,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from khabar.models.onnx_export import ensure_graph, missing_onnx_packages
+from khabar.models.onnx_export import ONNX_PACKAGES, ensure_graph, missing_onnx_packages
 from khabar.models.predictor import TorchEngine
 from khabar.models.store import WEIGHTS
 
@@ -200,6 +200,8 @@ class OnnxEngine:
             path, manifest = ensure_graph(Path(loaded.path) / WEIGHTS, loaded.model, loaded.tokenizer,
                                           folder=graph_dir, progress=progress)
         except ImportError as err:
+            if (err.name or "").partition(".")[0] not in ONNX_PACKAGES:
+                raise  # another module is missing: say which, not that the onnx extra is
             raise EngineError(f"the onnx engines need onnx, onnxscript and onnxruntime "
                               f"(pip install 'khabar[onnx]'): {err}") from None
         return cls(path, manifest["tasks"], threads=threads, streams=streams, spin=spin)

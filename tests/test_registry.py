@@ -114,5 +114,8 @@ def test_commands_use_the_promoted_model_not_the_newest(tiny_model_tag, tmp_path
                                 ensure_ascii=False) + "\n", encoding="utf-8")
     res = CliRunner().invoke(app, ["eval", "--topic", str(topic), "--out", str(tmp_path / "ev"), "--bootstrap", "10"])
     assert res.exit_code == 0, res.output
-    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["model"]["tag"] == a
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["model"]["tag"] == a
+    # eval measures the model as trained, whatever the service's default engine, and says so
+    assert metrics["settings"]["engine"] == "fp32" and "Engine: fp32." in (tmp_path / "ev" / "report.md").read_text()
     rollback()
