@@ -24,14 +24,14 @@ import threading
 import time
 from dataclasses import dataclass
 
-from khabar.models.predictor import LabelRequest, Predictor
+from khabar.models.predictor import Article, Predictor
 from khabar.models.store import MODEL_NAME, LoadedModel, load_model
 
 log = logging.getLogger("khabar.serving")
 FOLLOW = f"{MODEL_NAME}:promoted"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1", "localhost"})
 # Labelled by a new model before it goes live: a broken model fails here, not on a user's request.
-_TRIAL = LabelRequest("أعلنت الحكومة في بغداد اتفاقا جديدا مع الشركة.", ["الاتفاق"], None)
+_TRIAL = Article("أعلنت الحكومة في بغداد اتفاقا جديدا مع الشركة.", ["الاتفاق"])  # every task the model has
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class ModelHolder:
         loaded = load_model(tag)
         # KHABAR_ENGINE: int8 ONNX by default (its graph saved with the model), or fp32.
         predictor = Predictor.from_loaded(loaded, batch_size=self.batch_size, engine=make_engine(None, loaded))
-        predictor.label([LabelRequest(_TRIAL.text, _TRIAL.targets, predictor.api_tasks)])
+        predictor.label([_TRIAL])
         return Live(loaded, predictor, time.time())
 
     def reload(self, *, force: bool = False, reason: str = "poll") -> dict:
@@ -154,10 +154,10 @@ async def admin_reload(request):
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import JSONResponse
 
-    from khabar.serving.settings import SETTINGS
+    from khabar.settings import settings
 
     host = request.client.host if request.client else None
-    if not reload_allowed(host, SETTINGS.api_token is not None):
+    if not reload_allowed(host, settings().api_token is not None):
         return JSONResponse({"error": "without KHABAR_API_TOKEN, POST /admin/reload is accepted only from this "
                                       "machine (127.0.0.1); set a token to reload from elsewhere"}, status_code=403)
     holder: ModelHolder = bentoml.get_current_service().holder

@@ -1,39 +1,35 @@
 """Labels for a list of texts, through the same Predictor the service uses.
 
 Shared by the local engine and the Ray actors, so both engines (and ``POST /label``) give the same
-labels for the same text. A row the predictor fails on becomes an error row instead of stopping
-the job; a failure on every row of a batch is a broken model or environment, and stops it.
+labels for the same text (and the same warnings, which go to each row's ``warnings`` column). A
+row the predictor fails on becomes an error row instead of stopping the job; a failure on every
+row of a batch is a broken model or environment, and stops it.
 """
 from __future__ import annotations
 
 from typing import Sequence
-
-from khabar.models.predictor import ALL_API_TASKS
 
 
 class ScoringError(RuntimeError):
     """Every row of a batch failed: something is wrong beyond one bad row."""
 
 
-def resolve_model(tag: str, tasks: Sequence[str]) -> tuple[str, list[str]]:
-    """The full tag (``khabar:latest`` -> ``khabar:<version>``) and the tasks to run, checked.
+def resolve_model(tag: str, tasks: Sequence[str], actors: Sequence[str] = ()) -> tuple[str, list[str]]:
+    """The full tag (``khabar:latest`` -> ``khabar:<version>``) and the tasks to run (empty
+    ``tasks``: every task the model has), checked by the predictor's rule before any row is read.
 
-    Reads only the model's schema, so the Ray driver does not load weights it never uses.
+    Reads only the model's schema, so the Ray driver does not load weights it never uses. Raises
+    ValueError (:class:`~khabar.models.schema.TaskError`) naming the model.
     """
-    from khabar.models.schema import API_TASKS, ModelSchema
+    from khabar.models.schema import ModelSchema, TaskError
     from khabar.models.store import model_path
 
     full, path = model_path(tag)
     schema = ModelSchema.from_json((path / "schema.json").read_text(encoding="utf-8"))
-    has = [api for api, internal in API_TASKS.items() if internal in schema.tasks]
-    wanted = list(dict.fromkeys(tasks)) if tasks else has
-    unknown = [t for t in wanted if t not in ALL_API_TASKS]
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; choose from {list(ALL_API_TASKS)}")
-    missing = [t for t in wanted if t not in has]
-    if missing:
-        raise ValueError(f"model {full} has no {missing} task(s); it has {has}")
-    return full, wanted
+    try:
+        return full, schema.request_tasks(tasks or None, actors)
+    except TaskError as err:
+        raise TaskError(f"{err} (model {full})", err.request_field) from None
 
 
 def actor_column(result: dict) -> dict:
@@ -45,9 +41,14 @@ def actor_column(result: dict) -> dict:
 
 
 class Scorer:
-    """A loaded model plus the job's targets and tasks."""
+    """A loaded model plus the job's targets and tasks.
 
-    def __init__(self, tag: str, *, tasks: Sequence[str], targets: Sequence[str],
+    ``tasks`` None runs every task the model has, as a service request without ``tasks`` does
+    (and, like it, gives no warning about stance without targets). ``threads`` caps an ONNX
+    engine's threads; torch's are the process owner's to set (the local engine, a Ray actor).
+    """
+
+    def __init__(self, tag: str, *, tasks: Sequence[str] | None, targets: Sequence[str],
                  batch_size: int = 32, threads: int | None = None, actors: Sequence[str] = ()) -> None:
         from khabar.models.engines import make_engine
         from khabar.models.predictor import Predictor
@@ -55,17 +56,17 @@ class Scorer:
 
         loaded = load_model(tag)
         # KHABAR_ENGINE (int8 ONNX by default, or fp32): the same switch as the service's.
-        self.predictor = Predictor.from_loaded(loaded, batch_size=batch_size, threads=threads,
+        self.predictor = Predictor.from_loaded(loaded, batch_size=batch_size,
                                                engine=make_engine(None, loaded, threads=threads))
-        self.tasks = list(tasks)
+        self.tasks = list(tasks) if tasks is not None else None
         self.targets = list(targets)
         self.actors = list(actors)
 
     def score(self, texts: Sequence[str]) -> list[tuple[dict | None, str | None]]:
         """``(labels, None)`` per text, or ``(None, reason)`` for a text that could not be labelled."""
-        from khabar.models.predictor import LabelRequest
+        from khabar.models.predictor import Article
 
-        requests = [LabelRequest(t, self.targets, self.tasks, self.actors) for t in texts]
+        requests = [Article(t, self.targets, self.tasks, self.actors) for t in texts]
         try:
             return [(actor_column(r), None) for r in self.predictor.label(requests)]
         except Exception as err:  # noqa: BLE001 - find the bad row(s) one by one
