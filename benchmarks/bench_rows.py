@@ -301,7 +301,7 @@ def hybrid_seconds(hybrid: dict, texts: list[str], target: str) -> float:
     for task, head in hybrid.items():
         fields = fields_for(task, texts, [target] * len(texts) if task == "stance" else None)
         p_lin = head.linear.proba(fields)
-        head.stacker.proba(np.full_like(p_lin, 1.0 / p_lin.shape[1]), p_lin)
+        head.blend(np.full_like(p_lin, 1.0 / p_lin.shape[1]), p_lin, texts)
     return time.perf_counter() - t0
 
 
