@@ -12,8 +12,8 @@ same code. Pick one by name with :func:`make_engine`:
 | ``int8`` | :data:`DEFAULT_INT8`, the int8 engine that stays closest to fp32 |
 
 Without a name, :func:`make_engine` reads ``KHABAR_ENGINE``; unset, the engine is :data:`DEFAULT_INT8`
-when the ``onnx`` extra is installed (int8 labels stay within a point of fp32: README, "Measured
-results"), else ``fp32``, which one log line says (:func:`default_engine`).
+when the ``onnx`` extra is installed (the README's "Measured results" compares its labels with
+fp32's), else ``fp32``, which one log line says (:func:`default_engine`).
 
 The ONNX engines can run several batches at once (``streams``, default ``KHABAR_ONNX_STREAMS``):
 the engine's threads are split between streams, each ``session.run`` on its own Python thread
