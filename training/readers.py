@@ -9,6 +9,10 @@ The format comes from the source: ``.jsonl``/``.json`` (JSON Lines), ``.csv``, `
 ``.conll``/``.txt``/``.bio`` (CoNLL; these four may be ``.gz``-compressed), ``.parquet``, a folder
 written by ``datasets`` ``save_to_disk`` or holding data files, or ``hf:user/name[:config]`` for
 the Hugging Face hub.
+
+The module is long (~630 lines) on purpose: every format feeds one row pipeline (source ->
+rows -> typed examples with line-numbered errors and a fingerprint), and the pipeline is easier
+to keep consistent in one place than spread over a file per format.
 """
 from __future__ import annotations
 
