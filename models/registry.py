@@ -95,15 +95,24 @@ def rollback() -> str:
 
 def _ensure_graph(full: str, path: Path) -> None:
     """Export the int8 graph of stored model ``full`` unless it holds one of its weights already
-    (or the ``onnx`` extra is not installed). A model that cannot be loaded is refused."""
+    (or the ``onnx`` extra is not installed).
+
+    A failed export does not stop the promotion: promoting is the operator's decision, and a
+    model that cannot be loaded is refused where it matters -- the serving reload keeps the live
+    model and says why in ``/info`` -- while a transient export failure is retried by the int8
+    engine when it first loads the model."""
     from khabar.models.onnx_export import missing_onnx_packages
     from khabar.models.store import has_current_graph, load_model, store_graph
 
     if missing_onnx_packages() or has_current_graph(path):
         return
     log.warning("%s has no int8 ONNX graph of its weights: exporting it now (once per model)", full)
-    loaded = load_model(full)
-    store_graph(loaded.model, loaded.tokenizer, path)
+    try:
+        loaded = load_model(full)
+        store_graph(loaded.model, loaded.tokenizer, path)
+    except Exception as err:  # noqa: BLE001 - see the docstring
+        log.warning("%s: int8 graph not exported (%s: %s); the int8 engine exports it when it first "
+                    "loads the model", full, type(err).__name__, err)
 
 
 def record_gate(tag: str, verdict: dict, report: str | None = None) -> None:

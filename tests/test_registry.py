@@ -65,6 +65,20 @@ def test_a_model_promoted_or_rolled_back_to_without_a_graph_gets_one(tiny_model_
     assert rollback() == bare and has_current_graph(entry)
 
 
+def test_a_model_whose_graph_cannot_be_exported_is_still_promoted(tiny_model_tag, caplog):
+    """Promotion is the operator's call: damaged weights make the export fail with a warning, the
+    stages file records the promotion, and the serving reload is where the model is refused."""
+    from khabar.models.onnx_export import GRAPH_DIR
+    from khabar.models.store import WEIGHTS, model_path
+
+    broken = _copy_model(tiny_model_tag, skip=(GRAPH_DIR,))
+    (model_path(broken)[1] / WEIGHTS).write_bytes(b"\xff" * 64)
+    with caplog.at_level("WARNING"):
+        assert promote(broken, reason="test: damaged weights") == promoted_tag()
+    assert "int8 graph not exported" in caplog.text
+    assert not (model_path(broken)[1] / GRAPH_DIR).exists()
+
+
 def test_promote_refuses_unknown_models():
     with pytest.raises(ModelStoreError, match="no model"):
         promote("khabar:nosuchversion")
