@@ -102,8 +102,8 @@ def test_models_cli_reports_errors_in_one_line():
 
 
 def test_commands_use_the_promoted_model_not_the_newest(tiny_model_tag, tmp_path):
-    """Promote model A, store a newer model B (a refused candidate, say): score, eval and export
-    without --model all use A."""
+    """Promote model A, store a newer model B (a refused candidate, say): score and eval without
+    --model use A (the bench resolves its model through the same serving_tag)."""
     import pyarrow.parquet as pq
     from typer.testing import CliRunner
 
