@@ -39,10 +39,9 @@ def read_stages() -> dict:
 
 
 def _write_stages(stages: dict) -> None:
-    path = _stages_file()
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(stages, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    from khabar.models.files import write_text_atomic
+
+    write_text_atomic(_stages_file(), json.dumps(stages, indent=2, sort_keys=True))
 
 
 def promoted_tag() -> str | None:

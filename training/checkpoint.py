@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from khabar.models.files import write_text_atomic
+
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer, scheduler, state: dict) -> Path:
     """Write a new checkpoint, point LATEST at it, delete older ones."""
@@ -31,9 +33,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer, scheduler,
     (tmp / "state.json").write_text(json.dumps(state, sort_keys=True, default=str))
     final = run_dir / name
     os.replace(tmp, final)
-    pointer = run_dir / "LATEST.tmp"
-    pointer.write_text(name)
-    os.replace(pointer, run_dir / "LATEST")
+    write_text_atomic(run_dir / "LATEST", name)
     for old in run_dir.glob("ckpt-*"):
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)

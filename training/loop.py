@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import sys
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 
 from khabar.env import khabar_home
 from khabar.models.backbones import backbone_identity, load_encoder, load_tokenizer, resolve_backbone
+from khabar.models.files import atomic_path, write_text_atomic
 from khabar.models.multitask import KhabarModel
 from khabar.models.predictor import Predictor
 from khabar.models.schema import ModelSchema
@@ -255,8 +255,8 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
         if score is None or state["best"] is None or score > state["best"]:
             state["best"], state["bad_epochs"] = score, 0
             from safetensors.torch import save_file
-            save_file({k: v.contiguous() for k, v in raw_model.state_dict().items()}, str(run_dir / "best.tmp"))
-            os.replace(run_dir / "best.tmp", run_dir / "best.safetensors")
+            with atomic_path(run_dir / "best.safetensors") as tmp:
+                save_file({k: v.contiguous() for k, v in raw_model.state_dict().items()}, str(tmp))
             state["best_epoch"] = epoch + 1
         else:
             state["bad_epochs"] += 1
@@ -292,8 +292,7 @@ def _finish(cfg, run_dir: Path, model: KhabarModel, tokenizer, examples: dict, s
     tag = save_model(model, tokenizer, training=training, labels={"stage": "trained", "run": run_dir.name},
                      extra_files=[run_dir / "log.jsonl", run_dir / "curves.png"], hybrid=heads)
     result = {"tag": tag, "dev_metrics": best["dev"], "run_dir": str(run_dir)}
-    (run_dir / "done.tmp").write_text(json.dumps(result, indent=2))
-    os.replace(run_dir / "done.tmp", run_dir / "done.json")
+    write_text_atomic(run_dir / "done.json", json.dumps(result, indent=2))
     log(f"saved {tag}")
     return result
 

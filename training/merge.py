@@ -247,14 +247,12 @@ def merged_bytes(examples: list) -> bytes:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file (a kill leaves the old file or the new)."""
-    import os
+    from khabar.models.files import write_bytes_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.read_bytes() == data:
         return
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data)
 
 
 def content_id(parts: dict[str, bytes], *extra: str) -> str:
