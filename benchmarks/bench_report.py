@@ -6,6 +6,19 @@ def _num(value, fmt: str = "{:.2f}") -> str:
     return "–" if value is None else fmt.format(value)
 
 
+def _skipped(status: str | None) -> str | None:
+    """``"skipped (why)"`` for a row or section that did not run (its status ``"skipped: why"``),
+    else None."""
+    if status is None or status == "ok":
+        return None
+    why = status.removeprefix("skipped: ")
+    return f"skipped ({why})" if why != status else status
+
+
+def _row_skipped(report: dict, key: str) -> str | None:
+    return _skipped(next((r["status"] for r in report["rows"] if r["key"] == key), "skipped: not run"))
+
+
 def _agree(row: dict) -> str:
     a = row.get("agreement")
     if not a:
@@ -121,6 +134,9 @@ def markdown(report: dict) -> str:
     met = report["met"]
     mark = lambda ok: "–" if ok is None else ("met" if ok else "missed")  # noqa: E731
     peak = report["peak_rss_mb"].get("service")
+    int8, service, batch = (_row_skipped(report, k) for k in (report["int8_engine"], "service", "batch"))
+    training = _skipped(report["training"].get("status"))
+    clients = next((x.get("clients") for x in report["rows"] if x["key"] == "service"), None)
     lines = [
         f"# Bench: {report['model']}\n",
         f"{report['n_articles']} articles of {report['data']} (title + body, seeded sample), one stance target "
@@ -131,15 +147,18 @@ def markdown(report: dict) -> str:
         "Latency: from submitting an article to getting its labels (predictor rows: its call of "
         "32 articles; service: one request among concurrent clients). Agreement is with the baseline's labels; "
         "the baseline's topic and stance see only an article's first window, khabar averages all windows.\n",
-        f"- int8 predictor ({report['int8_engine']}): {_num(r['predictor_int8'], '{:.2f}×')} the baseline "
-        f"(target ≥ {report['targets']['predictor_int8']}×: {mark(met['predictor_int8'])})",
-        f"- service, {next((x.get('clients') for x in report['rows'] if x['key'] == 'service'), '?')} clients: "
-        f"{_num(r['service'], '{:.2f}×')} (target ≥ {report['targets']['service']}×: {mark(met['service'])}); "
-        f"peak RSS of the worker {_num(peak, '{:.0f}')} MB (target ≤ {report['targets']['service_rss_mb']:.0f}: "
-        f"{mark(met['service_rss'])})",
-        f"- batch job: {_num(r['batch'], '{:.2f}×')}",
-        f"- training: {_num(r['training'], '{:.2f}×')} transformers.Trainer "
-        f"(target ≥ {report['targets']['training']}×: {mark(met['training'])})\n",
+        f"- int8 predictor ({report['int8_engine']}): " + (int8 or (
+            f"{_num(r['predictor_int8'], '{:.2f}×')} the baseline "
+            f"(target ≥ {report['targets']['predictor_int8']}×: {mark(met['predictor_int8'])})")),
+        f"- service: {service}" if service else (
+            f"- service{f', {clients} clients' if clients else ''}: "
+            f"{_num(r['service'], '{:.2f}×')} (target ≥ {report['targets']['service']}×: {mark(met['service'])}); "
+            f"peak RSS of the worker {_num(peak, '{:.0f}')} MB (target ≤ {report['targets']['service_rss_mb']:.0f}: "
+            f"{mark(met['service_rss'])})"),
+        f"- batch job: {batch or _num(r['batch'], '{:.2f}×')}",
+        "- training: " + (training or (
+            f"{_num(r['training'], '{:.2f}×')} transformers.Trainer "
+            f"(target ≥ {report['targets']['training']}×: {mark(met['training'])})")) + "\n",
         training_line(report),
         work_table(report),
         int8_lines(report),

@@ -50,6 +50,21 @@ def test_agreement_and_rows():
     assert make_row("service", "y", {"skipped": "no"}, 2, [], ref, 1.0)["status"] == "skipped: no"
 
 
+def test_report_says_which_rows_were_skipped(tmp_path):
+    from benchmarks.bench import _report
+
+    rows = [make_row("baseline", "baseline", {"seconds": 1.0, "labels": [{}]}, 2, [{"label": None}], None, None)]
+    rows += [make_row(k, k, {"skipped": "--skip"}, 2, [], None, 2.0) for k in ("onnx-int8", "service", "batch")]
+    skipped = {"status": "skipped: --skip"}
+    report = _report(BenchOptions(data_dir=tmp_path), "khabar:x", {"backbone": {"name": "tiny"}}, [{}], 1, "now", rows,
+                     skipped, skipped, "onnx-int8")
+    md = markdown(report)
+    for line in ("- int8 predictor (onnx-int8): skipped (--skip)", "- service: skipped (--skip)",
+                 "- batch job: skipped (--skip)", "- training: skipped (--skip)"):
+        assert f"\n{line}\n" in md, md
+    assert "None" not in md
+
+
 @pytest.mark.slow
 def test_bench_runs_every_row_on_the_tiny_model(tiny_model_tag, data_dir, tmp_path):
     import bentoml
