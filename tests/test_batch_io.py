@@ -68,6 +68,19 @@ def test_unknown_format_and_misnamed_fields_fail_fast(tmp_path):
         list(read_rows(tmp_path / "arr.json", "id", "text"))
 
 
+def test_rows_that_cannot_be_parsed_are_error_rows_not_a_crash(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes("id,text\na,نص\n".encode() + b"b,\xff\n" + "c,نص,زائد\nd,أخير\n".encode())
+    rows = list(read_rows(path, "id", "text"))
+    assert [(r.row, r.id, (r.problem or "")[:22]) for r in rows] == [
+        (1, "a", ""), (2, None, "invalid UTF-8 (byte 0x"), (3, None, "expected 2 columns lik"), (4, "d", "")]
+    assert count_rows(path) == 4
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"id": "a", "text": "\xff"}\n')
+    [row] = read_rows(path, "id", "text")
+    assert (row.row, row.problem[:13]) == (1, "invalid UTF-8")
+
+
 def test_plan_finds_every_kind_of_bad_row_and_cuts_parts(tmp_path):
     path = tmp_path / "in.jsonl"
     lines = [json.dumps(r, ensure_ascii=False) for r in [

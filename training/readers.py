@@ -10,15 +10,17 @@ The format comes from the source: ``.jsonl``/``.json`` (JSON Lines), ``.csv``, `
 written by ``datasets`` ``save_to_disk`` or holding data files, or ``hf:user/name[:config]`` for
 the Hugging Face hub.
 
-The module is long (~630 lines) on purpose: every format feeds one row pipeline (source ->
-rows -> typed examples with line-numbered errors and a fingerprint), and the pipeline is easier
-to keep consistent in one place than spread over a file per format.
+Turning a file's bytes into numbered rows is :mod:`khabar.models.rows`, shared with batch jobs;
+this module adds the policy: which formats hold which task, typed examples, raising or skipping.
+It is long (~570 lines) on purpose: every format feeds one row pipeline (source -> rows -> typed
+examples with line-numbered errors and a fingerprint), and the pipeline is easier to keep
+consistent in one place than spread over a file per format.
 """
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
+import io
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -28,6 +30,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from khabar.models.rows import FormatError, Row, csv_rows, decode_line, jsonl_rows, numbered_lines
 from khabar.training.labels import LabelError, bio_error, map_label, split_tag
 from khabar.training.labels import repair_bio as _repair_tags
 
@@ -336,40 +339,32 @@ class _LineError(_RowError):
         self.line = line
 
 
-def _lines(src: _Source) -> Iterator[tuple[int, bytes]]:
-    """Numbered raw lines (1-based), with a progress bar for big files."""
-    data = src.data[3:] if src.data.startswith(b"\xef\xbb\xbf") else src.data
-    lines = data.split(b"\n")
-    bar = tqdm(total=len(lines), desc=f"reading {src.name}", unit=" lines",
-               disable=len(data) < _PROGRESS_BYTES, leave=False)
+def _open(src: _Source) -> Iterator[bytes]:
+    """The source's lines as a binary file gives them, with a progress bar for big sources."""
+    bar = tqdm(total=src.data.count(b"\n") + 1, desc=f"reading {src.name}", unit=" lines",
+               disable=len(src.data) < _PROGRESS_BYTES, leave=False)
     with bar:
-        for number, raw in enumerate(lines, 1):
+        for number, raw in enumerate(io.BytesIO(src.data), 1):
             if number % 1000 == 0:
                 bar.update(1000)
-            yield number, raw[:-1] if raw.endswith(b"\r") else raw
-
-
-def _decode(raw: bytes) -> str:
-    """Decode one line, so that invalid UTF-8 is reported on its own line."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        bad = raw[err.start:err.start + 1].hex()
-        raise _RowError(None, f"invalid UTF-8 (byte 0x{bad} at byte {err.start + 1} of the "
-                              "line); re-save the file as UTF-8") from None
+            yield raw
 
 
 def _rows(src: _Source, need: Mapping[str, str]) -> Iterable[_Row]:
     """Records of a JSON Lines, CSV or datasets source; ``need`` maps option -> column."""
     if src.kind == "jsonl":
-        return _jsonl_rows(src)
+        return _numbered(src, jsonl_rows(_open(src)))
     if src.kind == "conll":
         raise DataError(src.name, None, None,
                         "CoNLL holds NER data; use read_ner, or JSON Lines/CSV for this task")
     if src.kind == "hf":
         columns, rows = src.hf.column_names, _hf_rows(src)
     else:
-        columns, rows = _csv_rows(src)
+        try:
+            columns, records = csv_rows(_open(src), src.delimiter)
+        except FormatError as err:
+            raise DataError(src.name, err.line, None, err.reason) from None
+        rows = _numbered(src, records)
     for option, name in need.items():
         if name not in columns:
             raise DataError(src.name, 1 if src.kind == "csv" else None, name, (
@@ -377,70 +372,13 @@ def _rows(src: _Source, need: Mapping[str, str]) -> Iterable[_Row]:
     return rows
 
 
-def _jsonl_rows(src: _Source) -> Iterator[_Row]:
-    if src.data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
-        raise DataError(src.name, 1, None, "a JSON array, not JSON Lines; write one object a line")
-    for number, raw in _lines(src):
-        if not raw.strip():
-            continue
-        try:
-            try:
-                obj = json.loads(_decode(raw))
-            except json.JSONDecodeError as err:
-                raise _RowError(None, f"invalid JSON: {err.msg} (column {err.colno})") from None
-            if not isinstance(obj, dict):
-                raise _RowError(None, f"expected a JSON object, got {type(obj).__name__}")
-            yield number, obj
-        except _RowError as err:
-            yield number, err
-
-
-def _csv_rows(src: _Source) -> tuple[list[str], Iterator[_Row]]:
-    """The header, and one dict per record numbered by the record's first line."""
-    # Articles easily pass csv's default 128 KiB field limit; the limit is process-wide.
-    csv.field_size_limit(2**31 - 1)
-    bad_lines: dict[int, _RowError] = {}
-
-    def text_lines() -> Iterator[str]:
-        for number, raw in _lines(src):
-            try:
-                yield _decode(raw) + "\n"
-            except _RowError as err:
-                bad_lines[number] = err
-                yield raw.decode("utf-8", "replace") + "\n"
-
-    reader = csv.reader(text_lines(), delimiter=src.delimiter)
+def _numbered(src: _Source, records: Iterator[Row]) -> Iterator[_Row]:
+    """Rows of :mod:`khabar.models.rows` as ``(line, record or _RowError)``."""
     try:
-        header = [h.strip() for h in next(reader)]
-    except (StopIteration, csv.Error) as err:
-        raise DataError(src.name, 1, None, f"no readable CSV header ({err})") from None
-    if 1 in bad_lines:
-        raise DataError(src.name, 1, None, bad_lines[1].reason)
-
-    def records() -> Iterator[_Row]:
-        end = reader.line_num
-        while True:
-            start = end + 1
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as err:
-                raise DataError(src.name, reader.line_num, None,
-                                f"unreadable CSV ({err})") from None
-            end = reader.line_num
-            bad = next((n for n in range(start, end + 1) if n in bad_lines), None)
-            if bad is not None:
-                yield bad, bad_lines[bad]
-            elif not cells or (len(cells) == 1 and not cells[0].strip()):
-                continue
-            elif len(cells) != len(header):
-                yield start, _RowError(None, f"expected {len(header)} columns like the header, "
-                                             f"got {len(cells)}; quote cells holding the delimiter")
-            else:
-                yield start, dict(zip(header, cells))
-
-    return header, records()
+        for row in records:
+            yield row.number, row.values if row.problem is None else _RowError(None, row.problem)
+    except FormatError as err:
+        raise DataError(src.name, err.line, None, err.reason) from None
 
 
 def _hf_rows(src: _Source) -> Iterator[_Row]:
@@ -483,12 +421,10 @@ def _conll_sentences(src: _Source) -> Iterator[_Row]:
         index, tokens, tags, lines, error = index + 1, [], [], [], None
         return item
 
-    for number, raw in _lines(src):
-        try:
-            text = _decode(raw)
-        except _RowError as err:
-            text = raw.decode("utf-8", "replace")
-            error = error or _LineError(number, None, err.reason)
+    for number, raw in numbered_lines(_open(src)):
+        text, problem = decode_line(raw)
+        if problem is not None:
+            error = error or _LineError(number, None, problem)
         stripped = text.strip(" \t")
         if not stripped or stripped.startswith("-DOCSTART-"):
             if lines:

@@ -1,6 +1,7 @@
 """Reading inputs and writing outputs of batch jobs: JSON Lines, CSV, Parquet, folders of files.
 
-Inputs are streamed row by row (a million articles never sit in memory). Each row keeps where it
+Inputs are streamed row by row by :mod:`khabar.models.rows` (a million articles never sit in
+memory); a row it cannot parse becomes an error row here, never a crash. Each row keeps where it
 came from (file and row number) so that error rows can point the user at it. Outputs are written
 from the job's parts, which are always JSON Lines, in the format the output's extension names:
 CSV cells hold JSON for nested values; Parquet gets a typed nested schema.
@@ -9,19 +10,17 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
+
+from khabar.models.rows import FormatError, Row, csv_rows, jsonl_rows, parquet_rows
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
            ".parquet": "parquet", ".pq": "parquet"}
 RESULT_KEYS = ("topic", "stance", "entities", "warnings", "model", "actors")
 _PEEK_ROWS = 100
-
-# Articles can be far longer than csv's default 128 KiB field limit; over-long texts must become
-# error rows, not a crash of the reader.
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
 class InputError(ValueError):
@@ -69,59 +68,53 @@ def count_rows(path: Path) -> int:
         import pyarrow.parquet as pq
 
         return pq.ParquetFile(path).metadata.num_rows
-    if fmt == "csv":
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            return max(sum(1 for _ in csv.reader(fh)) - 1, 0)
-    with path.open("rb") as fh:
+    with path.open("rb") as fh, _readable(path):
+        if fmt == "csv":
+            return sum(1 for _ in csv_rows(fh)[1])
         return sum(1 for line in fh if line.strip())
 
 
 def read_rows(path: Path, id_field: str, text_field: str, name: str | None = None) -> Iterator[InputRow]:
-    """Stream the rows of one input file."""
+    """Stream the rows of one input file; a row that cannot be parsed comes with its ``problem``."""
     name = name or path.name
     fmt = file_format(path)
-    if fmt == "jsonl":
-        yield from _read_jsonl(path, id_field, text_field, name)
-    elif fmt == "csv":
-        yield from _read_csv(path, id_field, text_field, name)
-    else:
-        yield from _read_parquet(path, id_field, text_field, name)
+    with path.open("rb") as fh, _readable(path):
+        if fmt == "jsonl":
+            _check_jsonl(fh, path, id_field, text_field)
+            numbered: Iterable[tuple[int, Row]] = ((row.number, row) for row in jsonl_rows(fh))
+        else:
+            columns, rows = csv_rows(fh) if fmt == "csv" else parquet_rows(path, [id_field, text_field])
+            _check_columns(path, columns, id_field, text_field)
+            # Numbered by record, not line: a quoted CSV cell can span lines.
+            numbered = enumerate(rows, start=1)
+        for number, row in numbered:
+            if row.values is None:
+                yield InputRow(None, None, name, number, row.problem)
+            elif fmt == "csv":  # CSV has no null: an empty cell is a missing value.
+                yield InputRow(row.values[id_field] or None, row.values[text_field] or None, name, number)
+            else:
+                yield InputRow(row.values.get(id_field), row.values.get(text_field), name, number)
 
 
-def _read_jsonl(path: Path, id_field: str, text_field: str, name: str) -> Iterator[InputRow]:
-    with path.open("rb") as fh:
-        _check_jsonl(fh, path, id_field, text_field)
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as err:
-                yield InputRow(None, None, name, number, f"invalid JSON: {err}")
-                continue
-            if not isinstance(obj, dict):
-                yield InputRow(None, None, name, number, f"row is a JSON {type(obj).__name__}, not an object")
-                continue
-            yield InputRow(obj.get(id_field), obj.get(text_field), name, number)
+@contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """A file that cannot be read as its format at all is an :class:`InputError`."""
+    try:
+        yield
+    except FormatError as err:
+        where = f"{path} line {err.line}" if err.line else str(path)
+        raise InputError(f"{where}: {err.reason}") from None
 
 
 def _check_jsonl(fh: BinaryIO, path: Path, id_field: str, text_field: str) -> None:
     """Fail fast on a JSON array or a misnamed field, rather than writing one error per row."""
     seen_keys: set[str] = set()
     peeked = 0
-    for line in fh:
-        if not line.strip():
-            continue
-        if peeked == 0 and line.lstrip().startswith(b"["):
-            raise InputError(f"{path}: a JSON array, not JSON Lines; write one object per line")
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict):
-            if text_field in obj and id_field in obj:
+    for row in jsonl_rows(fh):
+        if row.values is not None:
+            if text_field in row.values and id_field in row.values:
                 break
-            seen_keys.update(obj)
+            seen_keys.update(row.values)
         peeked += 1
         if peeked >= _PEEK_ROWS:
             break
@@ -138,28 +131,6 @@ def _check_columns(path: Path, columns: Iterable[str], id_field: str, text_field
     for field, option in ((text_field, "--text-field"), (id_field, "--id-field")):
         if field not in columns:
             raise InputError(f"{path}: no column {field!r} (columns: {', '.join(columns[:12])}); pass {option}")
-
-
-def _read_csv(path: Path, id_field: str, text_field: str, name: str) -> Iterator[InputRow]:
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        _check_columns(path, reader.fieldnames or [], id_field, text_field)
-        for number, rec in enumerate(reader, start=1):
-            # CSV has no null: an empty cell is a missing value.
-            yield InputRow(rec.get(id_field) or None, rec.get(text_field) or None, name, number)
-
-
-def _read_parquet(path: Path, id_field: str, text_field: str, name: str) -> Iterator[InputRow]:
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    _check_columns(path, pf.schema_arrow.names, id_field, text_field)
-    number = 0
-    for batch in pf.iter_batches(batch_size=1024, columns=[id_field, text_field]):
-        ids, texts = batch.column(0).to_pylist(), batch.column(1).to_pylist()
-        for id_, text in zip(ids, texts):
-            number += 1
-            yield InputRow(id_, text, name, number)
 
 
 # -- outputs -------------------------------------------------------------------------------------
@@ -268,9 +239,12 @@ def read_output(path: Path) -> list[dict]:
     if fmt == "jsonl":
         return list(iter_part_rows([path]))
     if fmt == "csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            return [{"id": rec["id"], **{k: json.loads(rec[k]) for k in RESULT_KEYS}}
-                    for rec in csv.DictReader(fh)]
+        with path.open("rb") as fh, _readable(path):
+            recs = list(csv_rows(fh)[1])
+        if bad := next((rec for rec in recs if rec.values is None), None):
+            raise InputError(f"{path} line {bad.number}: {bad.problem}")
+        return [{"id": rec.values["id"], **{k: json.loads(rec.values[k]) for k in RESULT_KEYS}}
+                for rec in recs]
     import pyarrow.parquet as pq
 
     rows = pq.read_table(path).to_pylist()
