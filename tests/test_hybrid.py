@@ -9,7 +9,7 @@ import pytest
 
 from khabar.models.hybrid import (LONG_TEXT_CHARS, HashedTfidf, HybridError, HybridHead, LinearPart, Stacker,
                                   encoder_only, family_of, fields_for, load_hybrid, save_hybrid)
-from khabar.training.hybrid import fit_family, fit_linear, fit_offsets, group_macro_f1
+from khabar.training.hybrid import MARGIN, bootstrap_win_rate, choose, fit_family, fit_linear, fit_offsets, group_macro_f1
 from khabar.training.readers import StanceExample, TopicExample
 
 SPORT = ["فاز الفريق بالمباراة النهائية وسجل المهاجم هدفين", "تأهل المنتخب إلى كأس العالم بعد الفوز",
@@ -247,3 +247,35 @@ def test_a_family_where_the_linear_part_knows_more_blends():
     p_lin[np.arange(n), y] = 0.7
     _, choice, figures = fit_family(p_enc, p_lin, y, ["s"] * n, ["a", "b", "c"])
     assert choice.startswith("blend"), figures
+
+
+def test_bootstrap_win_rate_tells_a_real_lead_from_a_tie():
+    rng = np.random.default_rng(3)
+    n = 300
+    y = rng.integers(0, 3, n)
+    good = np.where(rng.random(n) < 0.9, y, (y + 1) % 3)
+    poor = np.where(rng.random(n) < 0.6, y, (y + 1) % 3)
+    groups = ["a"] * 150 + ["b"] * 150
+    assert bootstrap_win_rate(y, good, poor, groups) > 0.99
+    assert bootstrap_win_rate(y, poor, good, groups) < 0.01
+    assert bootstrap_win_rate(y, good, good, groups) == 0.0   # a tie is never a win
+
+
+def test_a_way_ahead_on_a_handful_of_rows_does_not_ship():
+    """Beating the simpler way by more than MARGIN on a few rows is not enough: it must win in
+    most bootstrap resamples too."""
+    rng = np.random.default_rng(4)
+    n = 300
+    y = rng.integers(0, 3, n)
+    encoder = np.where(rng.random(n) < 0.7, y, (y + 1) % 3)
+    wrong, right = np.flatnonzero(encoder != y), np.flatnonzero(encoder == y)
+    slight = encoder.copy()
+    slight[wrong[:3]] = y[wrong[:3]]          # three rows fixed, one broken
+    slight[right[0]] = (y[right[0]] + 1) % 3
+    clear = encoder.copy()
+    clear[wrong[:40]] = y[wrong[:40]]
+    groups = ["s"] * n
+    choice, figures = choose({"encoder": encoder, "blend": slight}, y, groups)
+    assert figures["blend"] > figures["encoder"] + MARGIN   # ahead by the margin...
+    assert choice == "encoder"                              # ...but not sure of it
+    assert choose({"encoder": encoder, "blend": clear}, y, groups)[0] == "blend"
