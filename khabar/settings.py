@@ -1,12 +1,16 @@
 """Every ``KHABAR_*`` knob of a process, read from the environment once, in this one place.
 
 :func:`settings` parses the variables on first use and hands the same frozen :class:`Settings` to
-every later caller: the service (its limits, at import), the models layer (threads), batch jobs and
-training. ``khabar serve`` passes its options to the BentoML worker processes through these
-variables, so a worker (a separate process started by ``bentoml serve``) sees the same values.
+every later caller: the service (its limits, at import), the models layer (threads, the engine and
+how an ONNX engine runs), batch jobs and training. ``khabar serve`` passes its options to the
+BentoML worker processes through these variables, so a worker (a separate process started by
+``bentoml serve``) sees the same values.
 
 | variable | default | what it sets |
 | --- | --- | --- |
+| KHABAR_ENGINE | (see right) | numeric engine of the service and of batch jobs: ``fp32``, ``int8``, ``onnx-int8`` or ``torch-int8``; unset: ``int8`` where the ``onnx`` extra is installed, else ``fp32`` (:mod:`khabar.models.engines` checks the name) |
+| KHABAR_ONNX_STREAMS | 1 | batches an ONNX engine runs at once, its threads split between them |
+| KHABAR_ONNX_SPIN | 1 | ONNX Runtime threads spin between operators (faster); 0 lets them sleep, for cores other busy processes share |
 | KHABAR_THREADS | (CPU cores) | torch threads of a process (a service worker, a batch job, a Ray actor, training, `khabar eval`); ONNX engines' threads; 0 or unset: every core |
 | KHABAR_MODEL | khabar:promoted | model tag to serve; ``khabar:promoted`` follows promotions (see :mod:`khabar.serving.reload`) |
 | KHABAR_RELOAD_POLL_S | 10 | seconds between checks for a newly promoted model (0: only ``POST /admin/reload``) |
@@ -27,10 +31,6 @@ variables, so a worker (a separate process started by ``bentoml serve``) sees th
 
 Read elsewhere, each for a reason:
 
-- ``KHABAR_ENGINE`` (``int8``, the default where the ``onnx`` extra is installed, else ``fp32``;
-  ``onnx-int8``, ``torch-int8``), ``KHABAR_ONNX_STREAMS`` and
-  ``KHABAR_ONNX_SPIN``: the numeric engine of the service and of batch jobs, and how an ONNX
-  engine runs; :mod:`khabar.models.engines` resolves them where an engine is built.
 - ``KHABAR_HOME``: where all state lives (:mod:`khabar.env`); read on every call, since tests and
   the bench's child processes point it elsewhere.
 - ``KHABAR_DATA`` and ``KHABAR_SAMPLE``: not settings but placeholders a training config may use
@@ -57,6 +57,17 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1 or 0, got {raw!r}")
+
+
 def _cores() -> int:
     return os.cpu_count() or 1
 
@@ -66,6 +77,9 @@ class Settings:
     """Runtime knobs and service limits (see the module docstring for the variables)."""
 
     threads: int = _cores()
+    engine: str | None = None  # None: khabar.models.engines.default_engine() (needs the installed packages)
+    onnx_streams: int = 1
+    onnx_spin: bool = True
     model_tag: str = "khabar:promoted"
     api_token: str | None = None
     max_chars: int = 100_000
@@ -87,12 +101,16 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         """Parse every setting from ``env`` (default: ``os.environ``); defaults where unset.
 
-        Raises ValueError naming the variable when a value is not a whole number or too small.
+        Raises ValueError naming the variable when a value is not a whole number or too small, or
+        when a switch is not 1 or 0.
         """
         env = os.environ if env is None else env
         d = cls()
         return cls(
             threads=_int(env, "KHABAR_THREADS", 0, minimum=0) or _cores(),
+            engine=env.get("KHABAR_ENGINE", "").strip().lower() or None,
+            onnx_streams=_int(env, "KHABAR_ONNX_STREAMS", d.onnx_streams),
+            onnx_spin=_flag(env, "KHABAR_ONNX_SPIN", d.onnx_spin),
             model_tag=env.get("KHABAR_MODEL", "").strip() or d.model_tag,
             api_token=env.get("KHABAR_API_TOKEN", "").strip() or None,
             max_chars=_int(env, "KHABAR_MAX_CHARS", d.max_chars),

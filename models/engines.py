@@ -11,7 +11,8 @@ same code. Pick one by name with :func:`make_engine`:
 | ``torch-int8`` | PyTorch dynamic quantization of the encoder's ``nn.Linear`` layers |
 | ``int8`` | :data:`DEFAULT_INT8`, the int8 engine that stays closest to fp32 |
 
-Without a name, :func:`make_engine` reads ``KHABAR_ENGINE``; unset, the engine is :data:`DEFAULT_INT8`
+Without a name, :func:`make_engine` takes ``KHABAR_ENGINE`` from the process's settings
+(:mod:`khabar.settings`, where every ``KHABAR_*`` variable is read); unset, the engine is :data:`DEFAULT_INT8`
 when the ``onnx`` extra is installed (the README's "Measured results" compares its labels with
 fp32's), else ``fp32``, which one log line says (:func:`default_engine`).
 
@@ -40,7 +41,6 @@ import concurrent.futures
 import copy
 import functools
 import logging
-import os
 import threading
 import warnings
 from pathlib import Path
@@ -52,6 +52,7 @@ import torch
 from khabar.models.onnx_export import ONNX_PACKAGES, ensure_graph, missing_onnx_packages
 from khabar.models.predictor import TorchEngine
 from khabar.models.store import WEIGHTS
+from khabar.settings import settings
 
 log = logging.getLogger("khabar.engines")
 
@@ -84,7 +85,7 @@ def _say_fp32_fallback(missing: tuple[str, ...]) -> None:
 def resolve_engine_name(name: str | None) -> str:
     """Normalise an engine name: ``None`` or empty -> KHABAR_ENGINE, else :func:`default_engine`;
     ``int8`` -> the measured default (:data:`DEFAULT_INT8`)."""
-    name = (name or os.environ.get("KHABAR_ENGINE", "") or default_engine()).strip().lower()
+    name = (name or settings().engine or default_engine()).strip().lower()
     if name not in ENGINE_NAMES:
         raise EngineError(f"unknown engine {name!r}: choose one of {', '.join(ENGINE_NAMES)}")
     return DEFAULT_INT8 if name == "int8" else name
@@ -114,33 +115,20 @@ def make_engine(name: str | None, loaded, *, threads: int | None = None, streams
 
 def engine_threads(threads: int | None = None) -> int:
     """Threads an engine uses: the argument, else KHABAR_THREADS, else every core."""
-    from khabar.settings import settings
-
     return threads or settings().threads
 
 
 def engine_streams(streams: int | None = None) -> int:
     """Batches an ONNX engine runs at once: the argument, else KHABAR_ONNX_STREAMS, else 1."""
-    value = streams if streams is not None else os.environ.get("KHABAR_ONNX_STREAMS", "1")
-    try:
-        n = int(value)
-    except ValueError:
-        raise EngineError(f"KHABAR_ONNX_STREAMS must be a whole number, got {value!r}") from None
-    if n < 1:
+    n = settings().onnx_streams if streams is None else int(streams)
+    if n < 1:  # KHABAR_ONNX_STREAMS itself is checked where it is read (khabar.settings)
         raise EngineError(f"the number of ONNX streams must be at least 1, got {n}")
     return n
 
 
 def engine_spin(spin: bool | None = None) -> bool:
     """Whether ONNX Runtime threads spin while waiting: the argument, else KHABAR_ONNX_SPIN, else on."""
-    if spin is not None:
-        return bool(spin)
-    value = os.environ.get("KHABAR_ONNX_SPIN", "1").strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise EngineError(f"KHABAR_ONNX_SPIN must be 1 or 0, got {value!r}")
+    return settings().onnx_spin if spin is None else bool(spin)
 
 
 # -- PyTorch dynamic quantization -------------------------------------------------------------

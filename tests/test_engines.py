@@ -19,6 +19,7 @@ from khabar.models.files import sha256_file
 from khabar.models.onnx_export import GRAPH_DIR, INT8_GRAPH, MANIFEST, export_onnx
 from khabar.models.predictor import Article, Predictor, TorchEngine
 from khabar.models.windows import collate, make_windows
+from khabar.settings import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = "الحكومة تعلن خطة جديدة لدعم الاقتصاد"
@@ -30,29 +31,51 @@ def articles() -> list[str]:
     return [r["text"] for r in rows[:40]]
 
 
+@pytest.fixture
+def knobs(monkeypatch):
+    """Set (a string) or unset (None) ``KHABAR_*`` variables for one test. Settings are read once
+    per process, so they are read again after each change, and once more when the test ends
+    (tests/conftest.py pins KHABAR_ENGINE=fp32 for the other tests)."""
+    def set_knobs(**values: str | None) -> None:
+        for name, value in values.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        settings.cache_clear()
+
+    yield set_knobs
+    monkeypatch.undo()
+    settings.cache_clear()
+
+
 @pytest.fixture(scope="module")
 def onnx_engine(tiny_loaded):
     return make_engine("onnx-int8", tiny_loaded, threads=1)
 
 
-def test_names_resolve_and_unknown_names_are_refused(monkeypatch):
-    monkeypatch.delenv("KHABAR_ENGINE", raising=False)
+def test_names_resolve_and_unknown_names_are_refused(knobs):
+    knobs(KHABAR_ENGINE=None)
     assert resolve_engine_name(None) == DEFAULT_INT8 == "onnx-int8", "the onnx extra is installed here"
-    monkeypatch.setenv("KHABAR_ENGINE", "fp32")
+    knobs(KHABAR_ENGINE="fp32")
     assert resolve_engine_name(None) == "fp32"
-    monkeypatch.setenv("KHABAR_ENGINE", "torch-int8")
+    knobs(KHABAR_ENGINE=" Torch-INT8 ")
     assert resolve_engine_name(None) == resolve_engine_name("") == "torch-int8"
-    monkeypatch.delenv("KHABAR_ENGINE")
+    assert resolve_engine_name("fp32") == "fp32", "an engine named by the caller wins over KHABAR_ENGINE"
+    knobs(KHABAR_ENGINE=None)
     assert resolve_engine_name("INT8") == DEFAULT_INT8
     assert resolve_engine_name("torch-int8") == "torch-int8"
     with pytest.raises(EngineError, match="choose one of"):
         resolve_engine_name("int4")
+    knobs(KHABAR_ENGINE="int4")
+    with pytest.raises(EngineError, match="unknown engine 'int4': choose one of"):
+        resolve_engine_name(None)
 
 
-def test_without_onnxruntime_the_default_is_fp32_said_once(monkeypatch, caplog):
+def test_without_onnxruntime_the_default_is_fp32_said_once(monkeypatch, knobs, caplog):
     import khabar.models.engines as engines
 
-    monkeypatch.delenv("KHABAR_ENGINE", raising=False)
+    knobs(KHABAR_ENGINE=None)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what Python reports for a missing package
     engines._say_fp32_fallback.cache_clear()
     with caplog.at_level(logging.WARNING, logger="khabar.engines"):
@@ -183,27 +206,29 @@ def test_onnx_streams_give_the_same_labels_in_order(tiny_loaded, onnx_engine, ar
             [(e["start"], e["end"], e["label"]) for e in a["entities"]]
 
 
-def test_onnx_streams_setting_is_checked(monkeypatch):
+def test_onnx_streams_setting_is_checked(knobs):
     from khabar.models.engines import engine_streams
 
-    monkeypatch.setenv("KHABAR_ONNX_STREAMS", "2")
+    knobs(KHABAR_ONNX_STREAMS=None)
+    assert engine_streams() == 1
+    knobs(KHABAR_ONNX_STREAMS="2")
     assert engine_streams() == 2 and engine_streams(3) == 3
-    monkeypatch.setenv("KHABAR_ONNX_STREAMS", "two")
-    with pytest.raises(EngineError, match="whole number"):
-        engine_streams()
     with pytest.raises(EngineError, match="at least 1"):
         engine_streams(0)
+    knobs(KHABAR_ONNX_STREAMS="two")
+    with pytest.raises(ValueError, match="KHABAR_ONNX_STREAMS='two' is not a whole number"):
+        engine_streams()
 
 
-def test_onnx_spinning_follows_the_setting_and_keeps_outputs(monkeypatch, onnx_engine, tiny_loaded, articles):
+def test_onnx_spinning_follows_the_setting_and_keeps_outputs(knobs, onnx_engine, tiny_loaded, articles):
     from khabar.models.engines import engine_spin
 
     def session_spins(engine: OnnxEngine) -> str:
         return engine.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
 
-    monkeypatch.delenv("KHABAR_ONNX_SPIN", raising=False)
+    knobs(KHABAR_ONNX_SPIN=None)
     assert engine_spin() is True and engine_spin(False) is False
-    monkeypatch.setenv("KHABAR_ONNX_SPIN", "0")
+    knobs(KHABAR_ONNX_SPIN="0")
     quiet = OnnxEngine(onnx_engine.path, onnx_engine.tasks, threads=2)
     assert quiet.spin is False and session_spins(quiet) == "0"
     busy = OnnxEngine(onnx_engine.path, onnx_engine.tasks, threads=2, spin=True)
@@ -212,8 +237,8 @@ def test_onnx_spinning_follows_the_setting_and_keeps_outputs(monkeypatch, onnx_e
     a, b = quiet(batch, ("topic", "ner")), busy(batch, ("topic", "ner"))
     for task in a:
         np.testing.assert_allclose(a[task], b[task], atol=1e-5)
-    monkeypatch.setenv("KHABAR_ONNX_SPIN", "sometimes")
-    with pytest.raises(EngineError, match="KHABAR_ONNX_SPIN"):
+    knobs(KHABAR_ONNX_SPIN="sometimes")
+    with pytest.raises(ValueError, match="KHABAR_ONNX_SPIN must be 1 or 0, got 'sometimes'"):
         engine_spin()
 
 
@@ -240,31 +265,31 @@ def test_concurrent_first_use_exports_once(tiny_loaded, tmp_path, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("onnx.") and p.is_dir()]  # no temp folders left
 
 
-def test_service_and_batch_jobs_run_int8_onnx_by_default_and_fp32_on_request(tiny_model_tag, monkeypatch):
+def test_service_and_batch_jobs_run_int8_onnx_by_default_and_fp32_on_request(tiny_model_tag, knobs):
     from khabar.serving.batch.scorer import Scorer
     from khabar.serving.reload import ModelHolder
 
-    monkeypatch.delenv("KHABAR_ENGINE", raising=False)  # tests/conftest.py pins fp32 for the others
+    knobs(KHABAR_ENGINE=None)  # tests/conftest.py pins fp32 for the others
     assert isinstance(ModelHolder(tiny_model_tag).live.predictor.engine, OnnxEngine)
     assert isinstance(Scorer(tiny_model_tag, tasks=["topic"], targets=[]).predictor.engine, OnnxEngine)
-    monkeypatch.setenv("KHABAR_ENGINE", "fp32")
+    knobs(KHABAR_ENGINE="fp32")
     assert type(ModelHolder(tiny_model_tag).live.predictor.engine) is TorchEngine
     assert type(Scorer(tiny_model_tag, tasks=["topic"], targets=[]).predictor.engine) is TorchEngine
 
 
-def test_batch_jobs_follow_khabar_engine_and_keep_int8_jobs_apart(tiny_model_tag, tmp_path, monkeypatch):
+def test_batch_jobs_follow_khabar_engine_and_keep_int8_jobs_apart(tiny_model_tag, tmp_path, knobs):
     """KHABAR_ENGINE picks the engine of batch jobs (as of the service); int8 output is another job."""
     from khabar.models.engines import TorchInt8Engine
     from khabar.serving.batch import JobError, ScoreOptions, run_job
     from khabar.serving.batch.scorer import Scorer
 
-    monkeypatch.setenv("KHABAR_ENGINE", "torch-int8")
+    knobs(KHABAR_ENGINE="torch-int8")
     assert isinstance(Scorer(tiny_model_tag, tasks=["topic"], targets=[]).predictor.engine, TorchInt8Engine)
 
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     inp.write_text('{"id": 1, "text": "فاز الفريق الوطني بالمباراة"}\n', encoding="utf-8")
-    monkeypatch.setenv("KHABAR_ENGINE", "fp32")
+    knobs(KHABAR_ENGINE="fp32")
     run_job(ScoreOptions(inp, out, model=tiny_model_tag, part_size=1, progress=False))
-    monkeypatch.setenv("KHABAR_ENGINE", "torch-int8")
+    knobs(KHABAR_ENGINE="torch-int8")
     with pytest.raises(JobError, match="already exists"):
         run_job(ScoreOptions(inp, out, model=tiny_model_tag, part_size=1, progress=False))

@@ -37,6 +37,24 @@ def test_bad_thread_counts_name_the_variable():
             Settings.from_env({"KHABAR_THREADS": value})
 
 
+def test_engine_knobs_are_settings_too():
+    s = Settings.from_env({"KHABAR_ENGINE": " Torch-INT8 ", "KHABAR_ONNX_STREAMS": "2", "KHABAR_ONNX_SPIN": "off"})
+    assert (s.engine, s.onnx_streams, s.onnx_spin) == ("torch-int8", 2, False)
+    unset = Settings.from_env({})
+    assert (unset.engine, unset.onnx_streams, unset.onnx_spin) == (None, 1, True)  # engine: khabar.models.engines decides
+    assert Settings.from_env({"KHABAR_ONNX_SPIN": "YES"}).onnx_spin is True
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("KHABAR_ONNX_STREAMS", "two", "KHABAR_ONNX_STREAMS='two' is not a whole number"),
+    ("KHABAR_ONNX_STREAMS", "0", "KHABAR_ONNX_STREAMS=0 is below 1"),
+    ("KHABAR_ONNX_SPIN", "sometimes", "KHABAR_ONNX_SPIN must be 1 or 0, got 'sometimes'"),
+])
+def test_bad_engine_knobs_name_the_variable(name, value, message):
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env({name: value})
+
+
 def test_settings_are_read_once_until_the_cache_is_cleared(monkeypatch):
     first = settings()
     monkeypatch.setenv("KHABAR_THREADS", str(first.threads + 1))
