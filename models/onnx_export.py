@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -115,6 +116,7 @@ def export_onnx(model: torch.nn.Module, out_dir: Path, *, tokenizer=None, weight
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     say = progress or (lambda m: None)
+    started = time.monotonic()
     tasks = tuple(t for t in HEAD_ORDER if t in model.schema.tasks)
     max_length = model.schema.max_length
     # Eager attention exports as MatMul/Softmax; the SDPA path adds IsNaN/Where masking ops that
@@ -169,6 +171,7 @@ def export_onnx(model: torch.nn.Module, out_dir: Path, *, tokenizer=None, weight
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
+        say(f"int8 graph written in {time.monotonic() - started:.0f} s")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,30 @@ def test_a_model_promoted_or_rolled_back_to_without_a_graph_gets_one(tiny_model_
     shutil.rmtree(entry / GRAPH_DIR)
     promote(tiny_model_tag, reason="test: another model")
     assert rollback() == bare and has_current_graph(entry)
+
+
+def test_promote_command_shows_the_graph_export_and_its_time(tiny_model_tag):
+    """`khabar models promote` of a model without a graph says it exports one, step by step, and
+    how long it took; a model that has one is promoted without a word about it."""
+    import logging
+
+    from typer.testing import CliRunner
+
+    from khabar.cli import app
+    from khabar.models.onnx_export import GRAPH_DIR
+
+    bare = _copy_model(tiny_model_tag, skip=(GRAPH_DIR,))
+    res = CliRunner().invoke(app, ["models", "promote", bare])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == f"promoted {bare}"
+    steps = res.stderr.splitlines()
+    assert steps[0] == f"{bare} has no int8 ONNX graph of its weights: exporting it now (once per model)"
+    assert any(line.startswith("  quantizing to int8") for line in steps), steps
+    assert re.fullmatch(r"  int8 graph written in \d+ s", steps[-1]), steps
+    again = CliRunner().invoke(app, ["models", "promote", bare])
+    assert again.exit_code == 0 and again.stderr == "", again.stderr
+    logger = logging.getLogger("khabar")
+    assert not logger.handlers and logger.propagate, "the command leaves logging as it found it"
 
 
 def test_a_model_whose_graph_cannot_be_exported_is_still_promoted(tiny_model_tag, caplog):

@@ -1,6 +1,10 @@
 """`khabar models list|promote|rollback`: which stored model is served."""
 from __future__ import annotations
 
+import contextlib
+import logging
+from typing import Iterator
+
 import typer
 
 models_app = typer.Typer(no_args_is_help=True, help="List stored models, promote one, roll back.")
@@ -9,6 +13,30 @@ models_app = typer.Typer(no_args_is_help=True, help="List stored models, promote
 def _fail(err: Exception) -> None:
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(1)
+
+
+class _Echo(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        # Steps (INFO) indented under the warning that announces them, as `khabar train` shows its own.
+        typer.echo(("  " if record.levelno < logging.WARNING else "") + record.getMessage(), err=True)
+
+
+@contextlib.contextmanager
+def _showing_export() -> Iterator[None]:
+    """Show khabar's log lines on stderr while the block runs: a model promoted without an int8
+    ONNX graph of its weights gets one first (tens of seconds), and the registry and the export say
+    so, step by step, with the time it took."""
+    logger = logging.getLogger("khabar")
+    handler, before = _Echo(), (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # each line once, whatever the root logger does
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before[0])  # setLevel, not .level: the loggers below cache what is enabled
+        logger.propagate = before[1]
 
 
 @models_app.command("list")
@@ -33,12 +61,15 @@ def list_command() -> None:
 
 @models_app.command("promote")
 def promote_command(tag: str = typer.Argument(..., help="Model tag, e.g. khabar:abc123")) -> None:
-    """Make TAG the model that services and batch jobs use (one atomic step)."""
+    """Make TAG the model that services and batch jobs use (one atomic step); a model without an
+    int8 ONNX graph of its weights gets one first (tens of seconds, shown step by step)."""
     from khabar.models.registry import promote
     from khabar.models.store import ModelStoreError
 
     try:
-        typer.echo(f"promoted {promote(tag)}")
+        with _showing_export():
+            promoted = promote(tag)
+        typer.echo(f"promoted {promoted}")
     except ModelStoreError as err:
         _fail(err)
 
@@ -50,7 +81,9 @@ def rollback_command() -> None:
     from khabar.models.store import ModelStoreError
 
     try:
-        typer.echo(f"rolled back to {rollback()}")
+        with _showing_export():
+            target = rollback()
+        typer.echo(f"rolled back to {target}")
     except ModelStoreError as err:
         _fail(err)
 
