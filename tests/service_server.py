@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_NER = ROOT / "data" / "sample" / "ner.conll"
@@ -85,6 +86,22 @@ class Server:
     def log(self) -> str:
         """The server's output so far."""
         return self.log_path.read_text(errors="replace")
+
+    def workers(self) -> list[psutil.Process]:
+        """BentoML's worker processes of this server (``_bentoml_impl.worker``, started by the
+        arbiter that ``bentoml serve`` runs), ordered by PID; a killed worker's replacement too."""
+        try:
+            family = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        return sorted((p for p in family if _is_worker(p)), key=lambda p: p.pid)
+
+
+def _is_worker(proc: psutil.Process) -> bool:
+    try:
+        return any("_bentoml_impl.worker" in part for part in proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
 
 
 @contextmanager

@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from benchmarks.loadtest import LoadTestError, check_local, find_workers, main as loadtest_main
+from benchmarks.loadtest import LoadTestError, check_local, main as loadtest_main
 from service_server import running
 
 RECOVERY_S = 120  # a new worker loads the tiny model in a few seconds; 2 busy cores may be slow
@@ -62,7 +62,7 @@ def test_short_load_has_no_failures(server, tmp_path, capsys):
 
 
 def test_worker_killed_mid_request_recovers(server):
-    workers = find_workers(server.port)
+    workers = server.workers()
     assert len(workers) == 1, [p.cmdline() for p in workers]
     victim = workers[0]
     with httpx.Client(base_url=server.url, timeout=60) as client:
@@ -95,7 +95,7 @@ def test_worker_killed_mid_request_recovers(server):
 
         new_pid, first_ok = None, None
         while time.monotonic() - killed_at < RECOVERY_S:
-            current = [p.pid for p in find_workers(server.port)]
+            current = [p.pid for p in server.workers()]
             if current and victim.pid not in current:
                 new_pid = current[0]
             try:
@@ -107,7 +107,7 @@ def test_worker_killed_mid_request_recovers(server):
             time.sleep(0.5)
         assert first_ok is not None, (f"no successful request within {RECOVERY_S} s of the kill; "
                                       f"log tail:\n{server.log()[-2000:]}")
-        new_pid = new_pid or [p.pid for p in find_workers(server.port)][0]
+        new_pid = new_pid or [p.pid for p in server.workers()][0]
         assert new_pid != victim.pid
         print(f"\nworker {victim.pid} killed; in-flight request: {outcome}; "
               f"worker {new_pid} answered {first_ok:.1f} s after the kill")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from benchmarks.loadtest import find_workers
 from service_server import eager_ner_copy, running
 
 LIMIT_S = 60  # seconds any single hostile request may take on 2 busy cores
@@ -55,7 +54,7 @@ def client(server):
 @pytest.fixture(scope="module")
 def worker_pids(server):
     """The worker processes before any hostile request (compared again at the end)."""
-    pids = [p.pid for p in find_workers(server.port)]
+    pids = [p.pid for p in server.workers()]
     assert pids, "the BentoML worker process was found"
     return pids
 
@@ -161,5 +160,5 @@ def test_server_still_healthy_with_the_same_worker(client, server, worker_pids):
     resp = client.post("/label", json={"text": BASE, "targets": ["القمة العربية"]})
     assert resp.status_code == 200, resp.text
     _check_offsets(BASE, resp.json())
-    assert [p.pid for p in find_workers(server.port)] == worker_pids, "a worker process was restarted"
+    assert [p.pid for p in server.workers()] == worker_pids, "a worker process was restarted"
     assert "Traceback" not in server.log(), server.log()[-3000:]
