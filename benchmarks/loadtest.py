@@ -140,12 +140,12 @@ async def _phase(url: str, clients: int, seconds: float, timeout: float, max_req
 
 
 def percentile(values: list[float], q: float) -> float | None:
-    """The q-th percentile (0-100, nearest rank) of values; None when empty."""
+    """The q-th percentile (0-100) of values, nearest rank (a latency some request had); None when empty."""
+    import numpy as np
+
     if not values:
         return None
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return round(ordered[rank - 1], 1)
+    return round(float(np.percentile(values, q, method="inverted_cdf")), 1)
 
 
 def wait_ready(url: str, timeout: float) -> None:

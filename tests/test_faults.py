@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from benchmarks.loadtest import LoadTestError, check_local, main as loadtest_main
+from benchmarks.loadtest import LoadTestError, check_local, main as loadtest_main, percentile
 from service_server import running
 
 RECOVERY_S = 120  # a new worker loads the tiny model in a few seconds; 2 busy cores may be slow
@@ -43,6 +43,12 @@ def test_loadtest_refuses_other_hosts():
         with pytest.raises(LoadTestError, match="only targets"):
             check_local(url)
     assert check_local("http://127.0.0.1:3000/") == "http://127.0.0.1:3000"
+
+
+def test_latency_percentiles_are_nearest_rank():
+    assert percentile([], 50) is None
+    assert percentile([30.0, 10.0, 20.0, 40.0], 50) == 20.0 and percentile([30.0, 10.0, 20.0, 40.0], 99) == 40.0
+    assert percentile([float(ms) for ms in range(1, 101)], 95) == 95.0
 
 
 def test_short_load_has_no_failures(server, tmp_path, capsys):
