@@ -16,6 +16,8 @@ from typing import Optional
 
 import typer
 
+from khabar.settings import settings
+
 SERVICE = "khabar.serving.service:Khabar"
 
 
@@ -93,7 +95,7 @@ def serve_command(
         model, _ = model_path(model)
     except ModelStoreError as err:
         _fail(str(err))
-    if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("KHABAR_API_TOKEN"):
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings().api_token:
         typer.echo(f"warning: binding {host} without KHABAR_API_TOKEN: anyone who can reach it can use it", err=True)
     os.environ.update(KHABAR_MODEL="khabar:promoted" if follow else model, KHABAR_WORKERS=str(workers))
     # Each worker runs torch on its share of the cores, rather than every worker on all of them.
