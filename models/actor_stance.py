@@ -10,8 +10,9 @@ batch go through the encoder together.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from khabar.models.actors import evidence, find_actors
-from khabar.models.normalize import normalize
 
 ACTOR_LABELS = ("favor", "against", "neutral")
 
@@ -31,10 +32,14 @@ def _fold_scores(scores: dict) -> dict:
             "neutral": scores.get("neutral", 0.0) + scores.get("unrelated", 0.0)}
 
 
-def label_actors(predictor, prepared: list, results: list[dict]) -> None:
-    """Add ``actors`` to every stance entry of the requests that asked for them (in place)."""
-    from khabar.models.predictor import _Prepared
+def label_actors(prepared: list, results: list[dict],
+                 score_claims: Callable[[list[tuple[str, str]]], list[dict | None]]) -> None:
+    """Add ``actors`` to every stance entry of the requests that asked for them (in place).
 
+    ``prepared`` are the predictor's prepared requests (``norm``, ``actors``, ``hide_entities``);
+    ``score_claims`` reads (evidence text, claim) pairs with the stance head and returns each
+    pair's four stance scores (None when nothing could be read). Taking it as an argument keeps
+    this module below the predictor that calls it."""
     jobs, pairs = [], []
     for i, p in enumerate(prepared):
         if p.actors is None:
@@ -47,17 +52,15 @@ def label_actors(predictor, prepared: list, results: list[dict]) -> None:
                 clauses = evidence(text, actor, [a for a in actors if a is not actor])
                 jobs.append((i, entry, actor, clauses))
                 snippet = " ".join(text[s:e] for s, e in clauses)
-                pairs.append(_Prepared(norm=normalize(snippet), tasks={"stance"},
-                                       targets=[actor_claim(actor.name, entry["target"])]))
+                pairs.append((snippet, actor_claim(actor.name, entry["target"])))
         if p.hide_entities:
             results[i]["entities"] = []
     if not pairs:
         return
-    scored = [{"topic": None, "stance": [], "entities": [], "warnings": [], "model": {}} for _ in pairs]
-    predictor._run_stance(pairs, scored)
-    for (i, entry, actor, clauses), res in zip(jobs, scored):
+    scored = score_claims(pairs)
+    for (i, entry, actor, clauses), raw in zip(jobs, scored):
         text = prepared[i].norm.original
-        scores = _fold_scores(res["stance"][0]["scores"]) if res["stance"] else {"neutral": 1.0, "favor": 0.0, "against": 0.0}
+        scores = _fold_scores(raw) if raw is not None else {"neutral": 1.0, "favor": 0.0, "against": 0.0}
         label = max(ACTOR_LABELS, key=lambda k: scores[k])
         entry["actors"].append({
             "actor": actor.name, "source": actor.source, "label": label, "score": float(scores[label]),

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from khabar.models.actor_stance import label_actors
 from khabar.models.hybrid import fields_for, softmax
 from khabar.models.normalize import Normalized, normalize
 from khabar.models.schema import ACTORS, API_TASKS, ModelSchema
@@ -174,10 +175,15 @@ class Predictor:
         self._run_single(prepared, results)
         self._run_stance(prepared, results)
         if any(p.actors is not None for p in prepared):
-            from khabar.models.actor_stance import label_actors
-
-            label_actors(self, prepared, results)
+            label_actors(prepared, results, self._score_claims)
         return results
+
+    def _score_claims(self, pairs: list[tuple[str, str]]) -> list[dict | None]:
+        """Stance scores of (text, claim) pairs, read as the article-level stance reads a target."""
+        prepared = [_Prepared(norm=normalize(text), tasks={"stance"}, targets=[claim]) for text, claim in pairs]
+        scored = [{"topic": None, "stance": [], "entities": [], "warnings": [], "model": {}} for _ in pairs]
+        self._run_stance(prepared, scored)
+        return [res["stance"][0]["scores"] if res["stance"] else None for res in scored]
 
     def label_one(self, text: str, targets: Sequence[str] = (), tasks: Sequence[str] | None = None) -> dict:
         """Convenience wrapper around :meth:`label` for one article."""

@@ -26,7 +26,7 @@ from khabar.models.schema import TaskError
 from khabar.serving.middleware import INTERNAL, INTERNAL_PATH, Guard
 from khabar.serving.reload import ModelHolder
 from khabar.serving.schemas import BatchRequest, BatchResult, LabelRequest, LabelResult
-from khabar.serving.web import app as web_app
+from khabar.serving.web import app as web_app, use_openapi_of
 from khabar.settings import settings, use_torch_threads
 
 S = settings()
@@ -141,3 +141,6 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
 
 
 Khabar.add_asgi_middleware(Guard, settings=S)
+
+
+use_openapi_of(Khabar)

@@ -8,6 +8,7 @@ and without the internal batching hop.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,6 +31,17 @@ _ERRORS = {
 }
 
 
+# The service registers itself here when it is defined (serving/service.py mounts this app, so
+# importing it back from here would be a cycle).
+_openapi_owner: Any = None
+
+
+def use_openapi_of(service: Any) -> None:
+    """Make ``/docs.json`` complete the OpenAPI document of ``service`` (a BentoML service)."""
+    global _openapi_owner
+    _openapi_owner = service
+
+
 def _service():
     import bentoml
 
@@ -43,9 +55,9 @@ async def info(_: Request) -> JSONResponse:
 
 async def openapi(_: Request) -> JSONResponse:
     """BentoML's OpenAPI document, completed (see the module docstring)."""
-    from khabar.serving.service import Khabar
-
-    spec = Khabar.openapi_spec.asdict()
+    if _openapi_owner is None:
+        return JSONResponse({"error": "no service registered its OpenAPI document"}, status_code=503)
+    spec = _openapi_owner.openapi_spec.asdict()
     spec["paths"].pop(INTERNAL_PATH, None)
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for name in [n for n in schemas if n.startswith("label_many")]:

@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Protocol
 from khabar.serving.batch.io import count_rows, list_inputs, output_format
 from khabar.serving.batch.parts import PartStore, errors_path
 from khabar.serving.batch.plan import DEFAULT_MAX_CHARS, InputPlan, Part, fingerprint
-from khabar.serving.batch.scorer import Scorer, resolve_model
+from khabar.serving.batch.scorer import Scorer, resolve_model, rows_or_errors
 
 DEFAULT_PART_SIZE = 1000
 
@@ -107,15 +107,6 @@ class LocalEngine:
             bar.update(len(part.errors))
             scored += len(rows)
         return scored
-
-
-def rows_or_errors(chunk, results, rows: list[dict], errors: list[dict]) -> None:
-    """Turn scorer results into output rows (``id`` first) and error rows, in input order."""
-    for (id_, _, source, row), (labels, reason) in zip(chunk, results):
-        if labels is not None:
-            rows.append({"id": id_, **labels})
-        else:
-            errors.append({"id": id_, "reason": reason, "source": source, "row": row})
 
 
 def run_job(opts: ScoreOptions, log: Callable[[str], None] = lambda m: None) -> JobSummary:

@@ -16,6 +16,7 @@ from typing import Iterator
 
 from khabar.serving.batch.parts import PartStore
 from khabar.serving.batch.plan import Part
+from khabar.serving.batch.scorer import rows_or_errors
 
 # Variables the workers need to find the model store and stay offline and quiet.
 _WORKER_ENV = ("KHABAR_HOME", "BENTOML_HOME", "HF_HOME", "HF_HUB_OFFLINE", "BENTOML_DO_NOT_TRACK",
@@ -114,8 +115,6 @@ class RayEngine:
         return self._stream(refs, pending, store, bar) if refs else 0
 
     def _stream(self, refs, pending: dict[int, dict], store: PartStore, bar) -> int:
-        from khabar.serving.batch.job import rows_or_errors
-
         ds = self.ray.data.from_arrow_refs(refs).map_batches(
             RayScorer, batch_format="pyarrow", batch_size=self.opts.batch_size,
             compute=self.ray.data.ActorPoolStrategy(size=self.actors), num_cpus=1,

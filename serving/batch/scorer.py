@@ -40,6 +40,15 @@ def actor_column(result: dict) -> dict:
     return result
 
 
+def rows_or_errors(chunk, results, rows: list[dict], errors: list[dict]) -> None:
+    """Turn scorer results into output rows (``id`` first) and error rows, in input order."""
+    for (id_, _, source, row), (labels, reason) in zip(chunk, results):
+        if labels is not None:
+            rows.append({"id": id_, **labels})
+        else:
+            errors.append({"id": id_, "reason": reason, "source": source, "row": row})
+
+
 class Scorer:
     """A loaded model plus the job's targets and tasks.
 
