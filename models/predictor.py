@@ -181,7 +181,7 @@ class Predictor:
     def _score_claims(self, pairs: list[tuple[str, str]]) -> list[dict | None]:
         """Stance scores of (text, claim) pairs, read as the article-level stance reads a target."""
         prepared = [_Prepared(norm=normalize(text), tasks={"stance"}, targets=[claim]) for text, claim in pairs]
-        scored = [{"topic": None, "stance": [], "entities": [], "warnings": [], "model": {}} for _ in pairs]
+        scored = [self._empty_result(p) for p in prepared]
         self._run_stance(prepared, scored)
         return [res["stance"][0]["scores"] if res["stance"] else None for res in scored]
 
