@@ -279,3 +279,62 @@ def test_a_way_ahead_on_a_handful_of_rows_does_not_ship():
     assert figures["blend"] > figures["encoder"] + MARGIN   # ahead by the margin...
     assert choice == "encoder"                              # ...but not sure of it
     assert choose({"encoder": encoder, "blend": clear}, y, groups)[0] == "blend"
+
+
+def _topic_config(train: list[dict], name: str, init_from: str | None = None, blend_holdout: float = 0.0):
+    from khabar.training.config import from_dict
+
+    return from_dict({"name": name, "backbone": "tiny", "init_from": init_from,
+                      "tasks": {"topic": {"train": train, "blend_holdout": blend_holdout}}})
+
+
+def test_blend_rows_leave_out_what_the_starting_model_trained_on(tmp_path):
+    """A warm-started run (the retrain case: the base's subsample merged with new rows under new
+    ids) must not fit its stacker on articles the base's encoder learnt, and its linear part must
+    still see the base's articles outside that subsample."""
+    from pathlib import Path
+
+    from khabar.training.hybrid import blend_data, encoder_keys
+    from khabar.training.merge import text_key
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample" / "topic.jsonl"
+    rows = [json.loads(line) for line in sample.read_text(encoding="utf-8").splitlines()]
+    base = _topic_config([{"path": str(sample), "limit": 40}], "base")
+    learnt = encoder_keys(base, "topic")
+    assert len(learnt) == 40
+    # The candidate's file: the base's 40 articles re-numbered, plus 10 new ones (one with a label
+    # the model does not know is only in the ancestor, so it must be dropped there).
+    base_rows = [r for r in rows if text_key("topic", _as_example(r)) in learnt]
+    new_rows = [r for r in rows if text_key("topic", _as_example(r)) not in learnt][:10]
+    merged = tmp_path / "merged.jsonl"
+    merged.write_text("".join(json.dumps({**r, "id": f"m{i}"}, ensure_ascii=False) + "\n"
+                              for i, r in enumerate(base_rows + new_rows)), encoding="utf-8")
+    child = _topic_config([{"path": str(merged)}], "child", init_from="khabar:base", blend_holdout=0.5)
+
+    naive = blend_data(child, "topic", ancestors=[], log=lambda m: None)
+    assert {text_key("topic", e) for e in naive.blend} & learnt  # the gap this guards against
+
+    labels = sorted({r["label"] for r in rows} - {"culture"})
+    data = blend_data(child, "topic", ancestors=[base], labels=labels, log=lambda m: None)
+    assert data.blend and not {text_key("topic", e) for e in data.blend} & learnt
+    keys = [text_key("topic", e) for e in data.all_rows]
+    assert len(keys) == len(set(keys))  # the base's copies of merged rows are not counted twice
+    outside_base = [r for r in rows if text_key("topic", _as_example(r)) not in learnt and r not in new_rows]
+    expected = len(base_rows) + len(new_rows) + sum(r["label"] in labels for r in outside_base)
+    assert len(data.all_rows) == expected
+    assert all(e.label in labels for e in data.all_rows[len(base_rows) + len(new_rows):])
+
+
+def _as_example(row: dict) -> TopicExample:
+    return TopicExample(id=row["id"], title=row.get("title", ""), text=row["text"], label=row["label"])
+
+
+def test_an_unreadable_lineage_is_an_error_not_a_guess(tmp_path):
+    """A start model the store no longer has: which rows it learnt is unknown, so the hybrid fit
+    for that run is refused (fit_hybrid then ships the encoder alone) rather than guessed."""
+    from khabar.training.hybrid import LineageError, lineage
+
+    child = _topic_config([{"path": str(tmp_path / "x.jsonl")}], "child", init_from="khabar:gone")
+    with pytest.raises(LineageError, match="khabar:gone"):
+        lineage(child)
+    assert lineage(_topic_config([{"path": str(tmp_path / "x.jsonl")}], "fresh")) == []

@@ -3,9 +3,13 @@ decision offsets on rows the encoder never trained on.
 
 For each classification task of a model:
 1. *All rows*: every training source read without its ``limit`` (topic: the 24k articles, not
-   the encoder's subsample); source holdouts (Mawqif's dev slice) stay out.
+   the encoder's subsample); source holdouts (Mawqif's dev slice) stay out. A warm-started run
+   (``init_from``) adds the sources of the models it started from, so a retrained candidate's
+   linear part still sees every article its base could.
 2. *Blend rows*: the rows of (1) the encoder did not train on (outside the subsample, or in the
-   task's ``blend_holdout``), at most ``max_blend_rows`` per source (fixed by hash of id).
+   task's ``blend_holdout``), at most ``max_blend_rows`` per source (fixed by hash of id). "Did
+   not train on" covers the whole ``init_from`` lineage, compared by normalized text: a row the
+   starting model learnt is no fairer a test of the encoder than one this run learnt.
 3. A linear model fitted on (1) minus (2) scores the blend rows; the encoder scores them too; a
    multinomial logistic regression over both log-probability vectors is the stacker.
 4. Per-class decision offsets maximise macro-F1 (mean over sources, each over its own labels) on
@@ -20,6 +24,7 @@ The dev sets a report shows are never used here.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 
@@ -50,25 +55,96 @@ class BlendData:
     blend_sources: list[str]
 
 
-def blend_data(cfg, task: str, *, max_blend_rows: int = 2000, log=print) -> BlendData:
-    """All training rows and the blend rows of ``task`` for config ``cfg`` (see module doc)."""
-    from khabar.training.data import hash_unit, in_blend_holdout, read_source
+class LineageError(RuntimeError):
+    """The models a run started from (``init_from``) cannot be read back, so which rows their
+    encoder trained on is unknown."""
 
-    spec = cfg.tasks[task]
-    all_rows, blend, sources = [], [], []
+
+def lineage(cfg, *, max_depth: int = 32) -> list:
+    """The training configs of the stored models ``cfg`` was warm-started from, nearest first
+    (each stored model's ``training.json`` records its own ``init_from``)."""
+    from khabar.models.store import ModelStoreError, model_path
+    from khabar.training.config import ConfigError, from_dict
+
+    chain, seen, tag = [], set(), cfg.init_from
+    while tag:
+        try:
+            full, path = model_path(tag)
+            raw = json.loads((path / "training.json").read_text(encoding="utf-8")).get("config")
+        except (ModelStoreError, OSError, ValueError) as err:
+            raise LineageError(f"cannot read the training config of {tag}: {err}") from err
+        if not isinstance(raw, dict):
+            raise LineageError(f"model {full} records no training config")
+        if full in seen or len(chain) >= max_depth:
+            raise LineageError(f"the init_from chain of {cfg.init_from} loops or is over {max_depth} deep")
+        seen.add(full)
+        try:
+            chain.append(from_dict(raw, where=f"training config of {full}"))
+        except ConfigError as err:
+            raise LineageError(str(err)) from err
+        tag = chain[-1].init_from
+    return chain
+
+
+def encoder_keys(cfg, task: str) -> set[str]:
+    """Normalized texts of the rows ``cfg``'s encoder trained on for ``task`` (its sources with
+    their limits, minus the blend holdout)."""
+    from khabar.training.data import in_blend_holdout, read_source
+    from khabar.training.merge import text_key
+
+    spec = cfg.tasks.get(task)
+    if spec is None:
+        return set()
+    keys = set()
     for src in spec.train:
-        full = read_source(task, replace(src, limit=None), seed=cfg.seed, repair_bio=cfg.repair_bio)
-        used = read_source(task, src, seed=cfg.seed, repair_bio=cfg.repair_bio).examples
-        encoder_ids = {e.id for e in used if not in_blend_holdout(e.id, cfg.seed, spec.blend_holdout)}
-        outside = [e for e in full.examples if e.id not in encoder_ids]
-        if len(outside) > max_blend_rows:
-            keep = set(sorted((e.id for e in outside), key=lambda i: hash_unit(i, cfg.seed + 1))[:max_blend_rows])
-            outside = [e for e in outside if e.id in keep]
-        all_rows += full.examples
-        blend += outside
-        sources += [full.name] * len(outside)
-        log(f"hybrid {task}: {full.name}: {len(full.examples)} training rows, {len(outside)} blend rows "
-            f"the encoder did not train on")
+        for e in read_source(task, src, seed=cfg.seed, repair_bio=cfg.repair_bio).examples:
+            if not in_blend_holdout(e.id, cfg.seed, spec.blend_holdout):
+                keys.add(text_key(task, e))
+    return keys
+
+
+def blend_data(cfg, task: str, *, max_blend_rows: int = 2000, ancestors: list | None = None,
+               labels: list[str] | None = None, log=print) -> BlendData:
+    """All training rows and the blend rows of ``task`` for config ``cfg`` (see module doc).
+
+    ``ancestors`` are the configs of the models ``cfg`` started from (default: read from the store
+    by :func:`lineage`); their rows join (1) only with a label in ``labels`` when that is given.
+    Raises :class:`LineageError` when an ancestor's config or data cannot be read.
+    """
+    from khabar.training.data import hash_unit, read_source
+    from khabar.training.merge import text_key
+
+    ancestors = lineage(cfg) if ancestors is None else ancestors
+    trained = encoder_keys(cfg, task)
+    for anc in ancestors:
+        try:
+            trained |= encoder_keys(anc, task)
+        except Exception as err:  # a moved or deleted data file: the lineage is unknowable
+            raise LineageError(f"cannot read what {anc.name!r} trained on for {task}: {err}") from err
+    all_rows, blend, sources, have = [], [], [], set()
+    for generation, gen_cfg in enumerate([cfg, *ancestors]):
+        spec = gen_cfg.tasks.get(task)
+        for src in (spec.train if spec is not None else []):
+            full = read_source(task, replace(src, limit=None), seed=gen_cfg.seed, repair_bio=gen_cfg.repair_bio)
+            rows = []
+            for e in full.examples:
+                key = text_key(task, e)
+                # This run's own rows are kept as read (duplicates and all); an ancestor adds only
+                # texts not seen yet, with a label this model knows.
+                if generation and (key in have or (labels is not None and e.label not in labels)):
+                    continue
+                have.add(key)
+                rows.append((key, e))
+            outside = [e for key, e in rows if key not in trained]
+            if len(outside) > max_blend_rows:
+                keep = set(sorted((e.id for e in outside), key=lambda i: hash_unit(i, cfg.seed + 1))[:max_blend_rows])
+                outside = [e for e in outside if e.id in keep]
+            all_rows += [e for _, e in rows]
+            blend += outside
+            sources += [full.name] * len(outside)
+            origin = f" (from {gen_cfg.name}, an init_from ancestor)" if generation else ""
+            log(f"hybrid {task}: {full.name}{origin}: {len(rows)} training rows, {len(outside)} blend rows "
+                f"no encoder in the lineage trained on")
     return BlendData(all_rows, blend, sources)
 
 
@@ -288,11 +364,16 @@ def fit_hybrid(loaded, cfg, *, max_blend_rows: int = 2000, log=print) -> dict[st
     predictor = Predictor.from_loaded(loaded, batch_size=32, with_hybrid=False)
     heads = {}
     for task in (t for t in CLASSIFICATION_TASKS if t in loaded.schema.tasks and t in cfg.tasks):
-        data = blend_data(cfg, task, max_blend_rows=max_blend_rows, log=log)
+        labels = loaded.schema.tasks[task]
+        try:
+            data = blend_data(cfg, task, max_blend_rows=max_blend_rows, labels=labels, log=log)
+        except LineageError as err:
+            # A stacker fitted on rows the encoder may have learnt would trust it too much: none.
+            log(f"hybrid {task}: skipped, the encoder alone decides: {err}")
+            continue
         if not data.blend:
             log(f"hybrid {task}: no training rows outside the encoder's: skipped (set blend_holdout)")
             continue
-        labels = loaded.schema.tasks[task]
         with tqdm(total=len(data.blend), desc=f"encoder on {task} blend rows", unit="ex",
                   dynamic_ncols=True) as bar:
             p_enc = encoder_probs(predictor, task, data.blend, labels, progress=bar.update)
