@@ -338,3 +338,18 @@ def test_an_unreadable_lineage_is_an_error_not_a_guess(tmp_path):
     with pytest.raises(LineageError, match="khabar:gone"):
         lineage(child)
     assert lineage(_topic_config([{"path": str(tmp_path / "x.jsonl")}], "fresh")) == []
+
+
+def test_a_source_with_a_handful_of_rows_does_not_swing_the_mean():
+    """One Baly claim among 800 short pairs used to be a third of the family's figure."""
+    from khabar.training.hybrid import MIN_GROUP_ROWS
+
+    y = np.array([0, 1] * 50 + [2])
+    groups = ["big"] * 100 + ["tiny"]
+    right = y.copy()
+    wrong_on_tiny = y.copy()
+    wrong_on_tiny[-1] = 0
+    assert group_macro_f1(y, right, groups) == group_macro_f1(y, wrong_on_tiny, groups) == 1.0
+    assert MIN_GROUP_ROWS > 1
+    # Only small groups: all of them count.
+    assert group_macro_f1(y[-3:], wrong_on_tiny[-3:], ["a", "a", "b"]) == 0.5
