@@ -161,7 +161,7 @@ def test_the_train_command_reports_a_bad_set_in_one_line(monkeypatch):
     assert res.output.strip().splitlines() == [
         f"error: {OFFLINE}: unknown key tasks.stance.train.0.limt (did you mean limit?); a stance source takes "
         "path, name, label_map, limit, holdout, skip_bad, options, id_field, label_field, labels, split, "
-        "target_field, text_field"]
+        "target_field, target_map, text_field"]
 
 
 def test_epoch_plan_gives_a_repeated_task_its_share():

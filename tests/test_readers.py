@@ -109,6 +109,13 @@ def test_stance_keeps_dataset_labels_without_a_map(tmp_path: Path) -> None:
         "agree", "disagree", "discuss", "unrelated"]
 
 
+def test_stance_target_map_renames_exact_targets(tmp_path: Path) -> None:
+    rows = [{"id": "m1", "target": "Covid Vaccine", "text": "اللقاح آمن", "label": "favor"},
+            {"id": "m2", "target": "covid vaccine", "text": "اللقاح آمن", "label": "favor"}]
+    result = read_stance(write_jsonl(tmp_path / "m.jsonl", rows), target_map={"Covid Vaccine": "لقاح كورونا"})
+    assert [e.target for e in result.examples] == ["لقاح كورونا", "covid vaccine"]
+
+
 def test_custom_label_map_and_integer_labels(tmp_path: Path) -> None:
     rows = [dict(STANCES[0], label=0), dict(STANCES[1], label=1)]
     path = write_jsonl(tmp_path / "ints.jsonl", rows)

@@ -161,19 +161,24 @@ def read_topic(source: str | Path, *, text_field: str = "text", label_field: str
 def read_stance(source: str | Path, *, target_field: str = "target", text_field: str = "text",
                 label_field: str = "label", id_field: str = "id",
                 label_map: Mapping[str, str] | None = None, labels: Sequence[str] | None = None,
+                target_map: Mapping[str, str] | None = None,
                 skip_bad: bool = False, split: str = "train") -> ReadResult:
     """Read stance examples (the stance of ``text`` toward ``target``).
 
     To train on the unified labels pass ``label_map=DEFAULT_STANCE_MAP, labels=STANCE_LABELS``
     from :mod:`khabar.training.labels`; by default the dataset's own labels are kept.
+    ``target_map`` renames targets exactly as written (Mawqif names its three targets in English;
+    users name theirs in Arabic, so the model should learn them in Arabic).
     """
     src = _resolve(source, split)
     need = {"target_field": target_field, "text_field": text_field, "label_field": label_field}
+    renames = dict(target_map or {})
 
     def build(row: Mapping[str, Any], line: int) -> StanceExample:
+        target = _text(row, target_field, "target_field")
         return StanceExample(
             id=_id(row, id_field, src.stem, line),
-            target=_text(row, target_field, "target_field"),
+            target=renames.get(target, target),
             text=_text(row, text_field, "text_field"),
             label=_label(row, label_field, label_map, labels),
         )
