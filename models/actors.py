@@ -9,7 +9,8 @@ always index the text the user sent.
 
 The evidence for an actor's stance is the clauses that mention it (sentences split further at
 "بينما", "فيما", "لكن", "في المقابل"...: one sentence often reports two sides), plus a clause right
-after that mentions no actor (it usually goes on quoting the same speaker).
+after that mentions no actor and does not open with a turn ("بينما أيّده...": another side speaks):
+it usually goes on quoting the same speaker.
 """
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ _HEAD_NOUNS = ("حزب", "نادي", "جمعية", "اتحاد", "رابطة", "
                "نقابة", "منظمة", "بنك", "مصرف", "شركة", "جامعة", "صندوق", "بعثة", "منصة", "صحيفة", "قناة",
                "لجنة", "مؤسسة", "مكتب", "جبهة", "تحالف", "ائتلاف", "وزير")
 # Clause boundaries inside a sentence where the report usually switches to another side.
-_CLAUSE_BREAK = re.compile(r"[.!?؟\n]+|[،,]?\s*(?=\b(?:بينما|فيما|لكن|غير أن|في المقابل|أما|في حين)\b)")
+_TURNS = r"(?:بينما|فيما|لكن|غير أن|في المقابل|أما|في حين)"
+_CLAUSE_BREAK = re.compile(rf"[.!?؟\n]+|[،,]?\s*(?=\b{_TURNS}\b)")
+_TURN_START = re.compile(rf"{_TURNS}\b")
 MIN_SHORT_FORM = 3
 
 
@@ -203,6 +206,9 @@ def evidence(text: str, actor: Actor, others: list[Actor]) -> list[tuple[int, in
     for i, c in enumerate(spans):
         if inside(c, actor):
             out.append(c)
-            if i + 1 < len(spans) and not any(inside(spans[i + 1], a) for a in [actor, *others]):
-                out.append(spans[i + 1])
+            nxt = spans[i + 1] if i + 1 < len(spans) else None
+            # The clause after goes on quoting the same speaker, unless it turns to another side.
+            if (nxt is not None and not any(inside(nxt, a) for a in [actor, *others])
+                    and not _TURN_START.match(text, nxt[0])):
+                out.append(nxt)
     return sorted(set(out))

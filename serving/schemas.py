@@ -112,6 +112,9 @@ class ActorStance(Scored):
     source: str = Field(description="'user' (from the request's actors), or 'PERS' / 'ORG' (an entity found)")
     mentions: list[Span]
     evidence: list[Span]
+    cues: list[Span] = Field(default_factory=list, description=(
+        "the stance words in the evidence that decided the label (e.g. رحّب, رفض); empty when the "
+        "stance head decided alone"))
 
 
 class StanceResult(Scored):

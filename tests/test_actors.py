@@ -73,6 +73,27 @@ def test_predictor_answers_actors_under_each_target(tiny_loaded):
         p.label([Article(ARTICLE, ["x"], ("actor",))])
 
 
+def test_cues_decide_actors_and_one_only_mentioned_is_neutral(tiny_loaded):
+    """Whatever the (untrained) tiny head says, the reporting words decide: the factions reject,
+    the government welcomes, the party opposes; Qaani only meets people, so he is neutral."""
+    from khabar.models.predictor import Article, Predictor
+
+    actors = ("الفصائل المسلحة", "الحكومة العراقية", "حزب التجمع", "إسماعيل قآاني")
+    entry = Predictor.from_loaded(tiny_loaded).label(
+        [Article(ARTICLE, ["الاتفاق الأمني"], ("stance",), actors=actors)])[0]["stance"][0]
+    got = {a["actor"]: a for a in entry["actors"]}
+    assert {k: got[k]["label"] for k in actors} == {
+        "الفصائل المسلحة": "against", "الحكومة العراقية": "favor", "حزب التجمع": "against",
+        "إسماعيل قآاني": "neutral"}
+    assert "ورحبت" in [c["text"] for c in got["الحكومة العراقية"]["cues"]]
+    assert got["إسماعيل قآاني"]["cues"] == []
+    for a in got.values():
+        assert a["label"] == max(a["scores"], key=a["scores"].get)
+        for span in a["cues"]:
+            assert ARTICLE[span["start"]: span["end"]] == span["text"]
+            assert any(e["start"] <= span["start"] and span["end"] <= e["end"] for e in a["evidence"])
+
+
 def test_sample_actor_mentions_are_grouped():
     """On the project's own actors.jsonl, the user's actors are found with all their gold forms."""
     rows = [json.loads(line) for line in

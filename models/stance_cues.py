@@ -1,0 +1,112 @@
+"""Stance cues: the reporting words Arabic news uses to say who is for or against what.
+
+News states an actor's position with a small set of verbs and their nouns: رحّب / ترحيب، أيّد /
+تأييد، أشاد، ثمّن، وافق for; رفض، ندّد، عارض، انتقد، استنكر، أدان، شجب، حذّر، قاطع، اعترض for
+against. The stance head was trained on claim/text pairs (ANS, Baly) and opinion tweets (Mawqif),
+not on clauses that report a third party's position, and it reads "the factions reject X" as
+being *about* X more than *against* it. So an actor's evidence clauses are also read for these
+cues: a clause that carries one decides the actor's side, and the head decides the rest.
+
+Matching is on folded words (alef, ya, ta-marbuta variants made one) with the conjunctions,
+prepositions, article, future and person prefixes and the pronoun and plural suffixes a verb or
+noun takes; a cue within two words after a negation ("لم يرحّب"، "لا يعارض") counts for the other
+side at half weight. Verbs by which an actor enacts something (قرر، اعتمد، وقّع، أعلن) count for it
+at half weight, and only in a clause that names the target. The lists are general news
+vocabulary; the held-out actor file was written without sight of them.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from khabar.models.actors import fold
+
+# Stems as they appear after folding (أ/إ/آ -> ا, ى -> ي, ة -> ه).
+# Words that are also common nouns or names in their bare form ("دعم" subsidy, "ثمن" price, "صادق"
+# a name, "قاطع" decisive, "الدين" debt) are listed only in their verb forms.
+FAVOR_STEMS = ("رحب", "ترحيب", "ايد", "ؤيد", "تاييد", "اشاد", "يشيد", "تشيد", "اشاده", "ثمنت", "يثمن", "تثمن",
+               "تثمين", "بارك", "باركت", "مباركه", "وافق", "موافقه", "تبني", "تبنت", "صادقت", "يصادق",
+               "مصادقه", "استحسن", "يدعم", "تدعم", "ندعم", "دعمت", "دعموا", "دعمه", "دعمها", "دعمهم")
+# Verbs by which an actor enacts something ("قرر البنك رفع الفائدة", "وقّعت الحكومة الاتفاق"): the
+# enactor is for what it enacts. They are everyday verbs ("أعلن" announces anything), so one counts
+# only at ENACT_WEIGHT and only in a clause that names the target.
+ENACT_STEMS = ("قرر", "اقر", "اعتمد", "اعلن", "وقع", "اصدر", "اطلق", "طرح", "كشف", "اتخذ")
+ENACT_WEIGHT = 0.5
+AGAINST_STEMS = ("رفض", "رفضت", "ندد", "تنديد", "عارض", "معارضه", "انتقد", "نتقد", "انتقاد", "انتقادات",
+                 "استنكر", "ستنكر", "استنكار", "ادان", "يدين", "تدين", "ندين", "ادانه", "شجب", "هاجم",
+                 "مهاجمه", "حذر", "تحذير", "قاطعت", "يقاطع", "تقاطع", "مقاطعه", "اعترض", "عترض", "اعتراض",
+                 "احتج", "حتج", "احتجاج", "طعن", "تحفظ", "تحفظات", "مرفوض")
+NEGATORS = frozenset(fold(w) for w in ("لم", "لا", "لن", "ليس", "ليست", "غير", "دون", "بدون", "عدم"))
+NEGATION_REACH = 2
+NEGATED_WEIGHT = 0.5
+
+_PREFIX = r"(?:[وف])?(?:ال|لل|[بلكس])?(?:[يتنا])?"
+_SUFFIX = r"(?:ت|ا|وا|ون|ين|ان|ه|ها|هم|هما|هن|ات|نا|كم)*"
+
+
+def _pattern(stems: tuple[str, ...]) -> re.Pattern:
+    # A noun's ta marbuta (folded to ه) is written ت before a pronoun: مقاطعة -> مقاطعته.
+    forms = set(stems) | {s[:-1] + "ت" for s in stems if s.endswith("ه")}
+    alternatives = "|".join(sorted({re.escape(s) for s in forms}, key=len, reverse=True))
+    return re.compile(rf"^{_PREFIX}(?:{alternatives}){_SUFFIX}$")
+
+
+_FAVOR = _pattern(FAVOR_STEMS)
+_AGAINST = _pattern(AGAINST_STEMS)
+_ENACT = _pattern(ENACT_STEMS)
+_CLITIC = re.compile(r"^(?:[وفبلك]?(?:ال|لل)|[وفبلك])")
+_WORD = re.compile(r"[\u0621-\u0652\u0671]+")
+_DIACRITICS = re.compile(r"[\u064B-\u0652\u0640]")
+
+
+@dataclass(frozen=True)
+class Cue:
+    """One stance word found in a text: its span in that text, its side and its weight."""
+
+    start: int
+    end: int
+    side: str  # "favor" or "against"
+    weight: float
+
+
+def _words(text: str) -> list[tuple[int, int, str]]:
+    return [(m.start(), m.end(), fold(_DIACRITICS.sub("", m.group()))) for m in _WORD.finditer(text)]
+
+
+def _content(words: list[tuple[int, int, str]]) -> set[str]:
+    """Words of three letters or more, without their conjunction, preposition or article."""
+    out = set()
+    for _, _, w in words:
+        bare = _CLITIC.sub("", w)
+        if len(bare) >= 3:
+            out.add(bare)
+    return out
+
+
+def find_cues(text: str, target: str | None = None) -> list[Cue]:
+    """The stance cues of ``text`` in reading order (see the module doc); enactment verbs count
+    only when ``text`` shares a word with ``target``."""
+    words = _words(text)
+    names_target = bool(target) and bool(_content(words) & _content(_words(target)))
+    cues = []
+    for k, (s, e, w) in enumerate(words):
+        weight = 1.0
+        side = "favor" if _FAVOR.match(w) else "against" if _AGAINST.match(w) else None
+        if side is None and names_target and _ENACT.match(w):
+            side, weight = "favor", ENACT_WEIGHT
+        if side is None:
+            continue
+        if any(words[j][2] in NEGATORS for j in range(max(0, k - NEGATION_REACH), k)):
+            side, weight = ("against" if side == "favor" else "favor"), weight * NEGATED_WEIGHT
+        cues.append(Cue(s, e, side, weight))
+    return cues
+
+
+def cue_side(text: str, spans: list[tuple[int, int]], target: str | None = None) -> tuple[str | None, list[Cue]]:
+    """The side the cues in ``spans`` of ``text`` add up to (None: no cue, or as many each way)
+    and the cues themselves, with offsets into ``text``."""
+    found = []
+    for s, e in spans:
+        found += [Cue(c.start + s, c.end + s, c.side, c.weight) for c in find_cues(text[s:e], target)]
+    net = sum(c.weight if c.side == "favor" else -c.weight for c in found)
+    return ("favor" if net > 0 else "against" if net < 0 else None), found
