@@ -41,6 +41,27 @@ def model_tasks(tag: str) -> tuple[str, dict[str, list[str]], dict]:
     return full, tasks, training
 
 
+def apply_trained_target_maps(plan: dict, training: dict) -> dict[str, dict]:
+    """Give each planned stance file the ``target_map`` the model was trained with for the same
+    file (matched on its last two path parts, e.g. ``mawqif/train.jsonl``), unless the file
+    already has one: a model that learnt Mawqif's targets under Arabic names is scored under those
+    names. Returns ``{file: map}`` for the report's settings."""
+    cfg_tasks = (training.get("config") or {}).get("tasks") or {}
+    trained = {}
+    for part in ("train", "dev"):
+        for src in (cfg_tasks.get("stance") or {}).get(part) or []:
+            mapping = (src.get("options") or {}).get("target_map")
+            if mapping:
+                trained[Path(src["path"]).parts[-2:]] = mapping
+    applied = {}
+    for src in plan.get("stance", []):
+        mapping = trained.get(Path(src.path).parts[-2:])
+        if mapping and "target_map" not in src.options:
+            src.options = {**src.options, "target_map": mapping}
+            applied[str(src.path)] = mapping
+    return applied
+
+
 def prepare(model: str, *, topic: Path | None = None, stance: list[Path] = (), ner: list[Path] = (),
             data_dir: Path | None = None, compare: str | None = None,
             limit: int | None = None) -> tuple[list[EvalSet], dict]:
@@ -59,13 +80,14 @@ def prepare(model: str, *, topic: Path | None = None, stance: list[Path] = (), n
             raise EvalInputError(f"--compare model {other} has no {', '.join(lacking)} task "
                                  f"(it has {', '.join(other_tasks)})")
     seed = int((training.get("config") or {}).get("seed", 13))
+    renamed = apply_trained_target_maps(plan, training)
     sets = read_sets(plan, tasks, seed)
     if compare:
         from khabar.eval.compare import check_same_labels
 
         check_same_labels(sets, tasks, other_tasks)
     settings = {"model": full, "compare": compare, "limit": limit, "seed": seed,
-                "data_dir": str(data_dir) if data_dir else None,
+                "data_dir": str(data_dir) if data_dir else None, "target_maps": renamed,
                 "files": {s.key: {"path": s.path, "n": len(s.examples), "skipped": s.skipped,
                                   "repaired": s.repaired} for s in sets}}
     return sets, settings

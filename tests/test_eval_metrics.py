@@ -174,3 +174,23 @@ def test_official_mawqif_metric_by_hand():
     # ANS: macro over its three labels even when one is never predicted
     assert official_metric("ans", ["favor", "against", "neutral"], ["favor", "against", "against"])["value"] == \
         pytest.approx((1 + 2 / 3 + 0) / 3)
+
+
+def test_eval_names_targets_as_the_model_learnt_them():
+    """A model trained with Mawqif's targets renamed (target_map) is scored under those names; a
+    file that names its own map, and other files, are left alone."""
+    from khabar.eval.pipeline import apply_trained_target_maps
+    from khabar.training.config import Source
+
+    arabic = {"Covid Vaccine": "لقاح كورونا"}
+    training = {"config": {"tasks": {"stance": {
+        "train": [{"path": "/data/stance/mawqif/train.jsonl", "options": {"target_map": arabic}}],
+        "dev": [{"path": "/data/stance/ans/dev.jsonl", "options": {}}]}}}}
+    plan = {"stance": [Source(path="/elsewhere/stance/mawqif/train.jsonl", name="mawqif"),
+                       Source(path="/elsewhere/stance/ans/dev.jsonl"),
+                       Source(path="/x/mawqif/train.jsonl", options={"target_map": {"a": "b"}})]}
+    applied = apply_trained_target_maps(plan, training)
+    assert applied == {"/elsewhere/stance/mawqif/train.jsonl": arabic}
+    assert plan["stance"][0].options == {"target_map": arabic}
+    assert plan["stance"][1].options == {} and plan["stance"][2].options == {"target_map": {"a": "b"}}
+    assert apply_trained_target_maps({"stance": [Source(path="/m/mawqif/train.jsonl")]}, {}) == {}
