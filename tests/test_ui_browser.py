@@ -166,9 +166,14 @@ def test_page_shows_each_actors_stance_and_evidence(server, page):
     wait_for(page, "!document.getElementById('result').hidden")
     shown = page.evaluate("""Array.from(document.querySelectorAll('#stance li.actor')).map(li => ({
         actor: li.dataset.actor, label: li.dataset.label,
-        evidence: Array.from(li.querySelectorAll('q.evidence')).map(q => [+q.dataset.start, +q.dataset.end, q.textContent])}))""")
+        evidence: Array.from(li.querySelectorAll('q.evidence')).map(q => [+q.dataset.start, +q.dataset.end, q.textContent]),
+        cues: Array.from(li.querySelectorAll('mark.cue')).map(m => m.textContent)}))""")
     assert {s["actor"]: s["label"] for s in shown} == {k: v["label"] for k, v in want.items()}
     for s in shown:
         assert s["evidence"], f"{s['actor']}: evidence is shown"
         for start, end, text in s["evidence"]:
             assert ACTOR_ARTICLE[start:end] == text
+        # The words that decided the side are marked inside the evidence (رحبت, ترفض here).
+        assert s["cues"] == [c["text"] for c in want[s["actor"]]["cues"]]
+    assert {s["actor"]: s["cues"] for s in shown if s["actor"] in ACTORS} == {
+        "الحكومة العراقية": ["رحبت"], "الفصائل المسلحة": ["ترفض"]}

@@ -117,9 +117,26 @@ function renderActors(s) {
     el("span", { class: "pct" }, `${(100 * a.score).toFixed(1)}%`),
     el("span", { class: "muted" }, ` · ${[...new Set(a.mentions.map((m) => m.text))].join("، ")}`),
     el("div", { class: "evidence-list" }, ...a.evidence.map((e) =>
-      el("q", { class: `evidence st-${a.label}`, "data-start": e.start, "data-end": e.end }, e.text)))));
+      el("q", { class: `evidence st-${a.label}`, "data-start": e.start, "data-end": e.end },
+        ...withCues(e, a.cues || []))))));
   return el("div", { class: "actors-block" }, el("h3", {}, `الأطراف من «${s.target}»`),
     items.length ? el("ul", { class: "actors" }, ...items) : el("p", { class: "muted" }, "لم يُعثر على أطراف في النص."));
+}
+
+// An evidence clause with the words that decided the actor's side (its cues) marked; offsets are
+// code points into the article, as everywhere.
+function withCues(e, cues) {
+  const chars = Array.from(e.text);
+  const parts = [];
+  let at = 0;
+  for (const c of cues.filter((c) => c.start >= e.start && c.end <= e.end).sort((x, y) => x.start - y.start)) {
+    const s = c.start - e.start, t = c.end - e.start;
+    if (s < at) continue;
+    parts.push(chars.slice(at, s).join(""), el("mark", { class: "cue" }, chars.slice(s, t).join("")));
+    at = t;
+  }
+  parts.push(chars.slice(at).join(""));
+  return parts;
 }
 
 // Offsets are Python code points; Array.from splits a JS string by code points too, so
