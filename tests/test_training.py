@@ -169,3 +169,14 @@ def test_config_errors_name_the_key(tmp_path, monkeypatch):
     monkeypatch.setenv("NOPE_NOT_SET", "/data")
     assert load_config(cfg, ["epochs=7"]).tasks["topic"].train[0].path == "/data/t.jsonl"
     assert load_config(cfg, ["epochs=7"]).epochs == 7
+
+
+def test_per_source_row_weights_train(tiny_backbone, tmp_path):
+    from khabar.training.loop import train
+
+    raw = toy_config(tiny_backbone, toy_files(tmp_path), name="per-source", class_weighting="sqrt_inverse_per_source")
+    lines: list[str] = []
+    result = train(from_dict(raw), log=lines.append)
+    assert result["dev_metrics"]["topic"]["topic"]["accuracy"] >= 0.95
+    assert any(line.startswith("stance: row weights") for line in lines), lines
+    assert not any(line.startswith("stance: loss weights") for line in lines)

@@ -34,6 +34,8 @@ class TaskExamples:
     sources: dict[str, list[dict]] = field(default_factory=dict)
     # Training rows kept from the encoder for fitting a hybrid head's blend (TaskData.blend_holdout).
     blend: list = field(default_factory=list)
+    # The source name of each row of ``train`` (per-source class weights, training/weighting.py).
+    train_sources: list[str] = field(default_factory=list)
 
 
 def in_blend_holdout(example_id: str, seed: int, fraction: float) -> bool:
@@ -84,6 +86,7 @@ def load_examples(cfg: TrainConfig, log=print) -> dict[str, TaskExamples]:
         for src in spec.train:
             sd = read_source(task, src, seed=cfg.seed, repair_bio=cfg.repair_bio)
             te.train.extend(sd.examples)
+            te.train_sources.extend([sd.name] * len(sd.examples))
             te.sources["train"].append({"name": sd.name, **sd.fingerprint})
             _log_counts(log, task, "train", sd)
         for src in spec.dev:
@@ -95,6 +98,7 @@ def load_examples(cfg: TrainConfig, log=print) -> dict[str, TaskExamples]:
             inside = [in_blend_holdout(e.id, cfg.seed, spec.blend_holdout) for e in te.train]
             te.blend = [e for e, held in zip(te.train, inside) if held]
             te.train = [e for e, held in zip(te.train, inside) if not held]
+            te.train_sources = [n for n, held in zip(te.train_sources, inside) if not held]
             log(f"{task}/train: {len(te.blend)} rows held out of the encoder for fitting the blend")
         if not te.train:
             raise ValueError(f"task {task}: the training sources hold no examples")

@@ -33,7 +33,7 @@ from khabar.training.config import TrainConfig
 from khabar.training.data import IGNORE, build_windows, load_examples, task_labels, window_cap
 from khabar.training.plots import plot_curves
 from khabar.training.scoring import primary_metric, score_examples
-from khabar.training.weighting import WEIGHTED_TASKS, class_weights
+from khabar.training.weighting import PER_ROW, WEIGHTED_TASKS, class_weights, row_weights
 
 
 def run_dir_for(cfg: TrainConfig) -> Path:
@@ -157,6 +157,11 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
     sizes = {t: [len(w) for w, _ in its] for t, its in items.items()}
     loss_weights = {t: class_weights([lab for _, lab in items[t]], len(labels[t]), cfg.class_weighting)
                     for t in items if t in WEIGHTED_TASKS}
+    per_row = {t: row_weights([lab for _, lab in items[t]], [examples[t].train_sources[w.item] for w, _ in items[t]])
+               for t in items if t in WEIGHTED_TASKS and cfg.class_weighting in PER_ROW}
+    for t, w in per_row.items():
+        pairs = {(examples[t].train_sources[win.item], labels[t][lab]): float(w[i]) for i, (win, lab) in enumerate(items[t])}
+        log(f"{t}: row weights " + ", ".join(f"{s}/{l}={x:.2f}" for (s, l), x in sorted(pairs.items())))
     for t, w in loss_weights.items():
         if w is not None:
             log(f"{t}: loss weights " + ", ".join(f"{l}={x:.2f}" for l, x in zip(labels[t], w.tolist())))
@@ -216,9 +221,14 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
             with accelerator.accumulate(model):
                 logits = model(**batch, tasks=(task,))[task]
                 weight = loss_weights.get(task)
-                loss = torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE,
-                    weight=None if weight is None else weight.to(logits.device))
+                if task in per_row:  # a weighted mean over the batch's rows
+                    rows = per_row[task][idx].to(logits.device)
+                    each = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+                    loss = (each * rows).sum() / rows.sum()
+                else:
+                    loss = torch.nn.functional.cross_entropy(
+                        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE,
+                        weight=None if weight is None else weight.to(logits.device))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), 1.0)
