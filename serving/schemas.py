@@ -114,7 +114,7 @@ class ActorStance(Scored):
     evidence: list[Span]
     cues: list[Span] = Field(default_factory=list, description=(
         "the stance words in the evidence that decided the label (e.g. رحّب, رفض); empty when the "
-        "stance head decided alone"))
+        "evidence states no side, and the actor is then neutral"))
 
 
 class StanceResult(Scored):
