@@ -106,7 +106,9 @@ class Span(BaseModel):
 
 class ActorStance(Scored):
     """One actor's stance toward the target (favor, against, or neutral when it takes no side),
-    where the text names it, and the clauses the label rests on."""
+    where the text names it, and the clauses the label rests on. Its ``scores`` are each side's
+    share of the weight of the stance cues in the evidence (``neutral`` 1.0 when they state no
+    side), not a model probability."""
 
     actor: str
     source: str = Field(description="'user' (from the request's actors), or 'PERS' / 'ORG' (an entity found)")

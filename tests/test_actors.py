@@ -129,3 +129,33 @@ def test_eval_actors_cli_reports_stance_grouping_and_baseline(tiny_model_tag, tm
     bad.write_text('{"text": "نص", "targets": [{"target": "x", "actors": [{"actor": "a", "stance": "maybe"}]}]}\n')
     res = CliRunner().invoke(app, ["eval", "--model", tiny_model_tag, "--actors", str(bad), "--out", str(tmp_path / "o2")])
     assert res.exit_code == 2 and "bad.jsonl:1" in res.output
+
+
+def test_cue_scores_are_side_shares_and_neutral_without_a_side():
+    from khabar.models.actor_stance import cue_scores
+    from khabar.models.stance_cues import Cue
+
+    cues = [Cue(0, 3, "favor", 1.0), Cue(5, 8, "against", 0.5)]
+    assert cue_scores("favor", cues) == {"favor": 2 / 3, "against": 1 / 3, "neutral": 0.0}
+    assert cue_scores(None, []) == {"favor": 0.0, "against": 0.0, "neutral": 1.0}
+    tied = [Cue(0, 3, "favor", 1.0), Cue(5, 8, "against", 1.0)]
+    assert cue_scores(None, tied)["neutral"] == 1.0  # as many each way: no side stated
+
+
+def test_stance_head_runs_for_actors_only_when_it_can_change_a_label(tiny_loaded, monkeypatch):
+    """With the cues deciding alone (CUE_WEIGHT 1) the second encoder pass over (evidence, claim)
+    pairs is skipped; with a lower weight the head is read and blended in."""
+    import khabar.models.actor_stance as actor_stance
+    from khabar.models.predictor import Article, Predictor
+
+    p = Predictor.from_loaded(tiny_loaded)
+    calls = []
+    real = p._score_claims
+    monkeypatch.setattr(p, "_score_claims", lambda pairs: calls.append(len(pairs)) or real(pairs))
+    request = [Article(ARTICLE, ["الاتفاق الأمني"], ("stance",), actors=("الفصائل المسلحة",))]
+    shipped = {a["actor"]: a["label"] for a in p.label(request)[0]["stance"][0]["actors"]}
+    assert actor_stance.CUE_WEIGHT == 1.0 and calls == []
+    monkeypatch.setattr(actor_stance, "CUE_WEIGHT", 0.6)
+    blended = {a["actor"]: a["label"] for a in p.label(request)[0]["stance"][0]["actors"]}
+    assert calls and calls[0] >= 1
+    assert blended == shipped  # above 0.5 the cues decide either way
