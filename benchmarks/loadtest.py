@@ -63,14 +63,16 @@ def find_workers(port: int) -> list:
             family = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             continue
-        procs += [p for p in family if _is_worker(p)]
+        procs += [p for p in family if is_worker(p)]
     if not procs:
         procs = [psutil.Process(pid) for pid in sorted(listeners)]
     unique = {p.pid: p for p in procs}
     return [unique[pid] for pid in sorted(unique)]
 
 
-def _is_worker(proc) -> bool:
+def is_worker(proc) -> bool:
+    """Whether ``proc`` is one of BentoML's worker processes (its command line runs
+    ``_bentoml_impl.worker``); False for a process gone or not ours to read."""
     import psutil
 
     try:

@@ -19,6 +19,8 @@ from typing import Iterator
 import httpx
 import psutil
 
+from benchmarks.loadtest import is_worker
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_NER = ROOT / "data" / "sample" / "ner.conll"
 READY_TIMEOUT_S = float(os.environ.get("KHABAR_TEST_SERVER_TIMEOUT", "180"))
@@ -94,14 +96,7 @@ class Server:
             family = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return []
-        return sorted((p for p in family if _is_worker(p)), key=lambda p: p.pid)
-
-
-def _is_worker(proc: psutil.Process) -> bool:
-    try:
-        return any("_bentoml_impl.worker" in part for part in proc.cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
+        return sorted((p for p in family if is_worker(p)), key=lambda p: p.pid)
 
 
 @contextmanager
