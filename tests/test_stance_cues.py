@@ -52,3 +52,16 @@ def test_cue_side_adds_up_the_clauses_and_keeps_offsets_into_the_text():
     assert cue_side(text, [first]) == (None, [])
     # One explicit rejection outweighs an enactment verb in the same span.
     assert cue_side(text, [first, second], "رفع سعر الفائدة")[0] == "against"
+
+
+@pytest.mark.parametrize("text", ["أعلنت الفصائل أنها ترفض الاتفاق", "أعلن الحزب رفضه للاتفاق",
+                                  "كشف الوزير عن تأييده للاتفاق"])
+def test_an_enactment_verb_that_carries_a_reported_position_does_not_count(text):
+    found = sides(text, "الاتفاق")
+    assert [w for w, _, _ in found if w in ("أعلنت", "أعلن", "كشف")] == []
+    assert len(found) == 1 and found[0][2] == 1.0  # the reported stance word alone
+
+
+def test_an_enactment_verb_with_its_object_still_counts():
+    assert sides("أعلنت الحكومة الاتفاق مع النقابة", "الاتفاق") == [("أعلنت", "favor", ENACT_WEIGHT)]
+    assert [w for w, _, _ in sides("أعلنت الحكومة أنها ستمضي في الاتفاق", "الاتفاق")] == ["أعلنت"]
