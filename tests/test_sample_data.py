@@ -106,10 +106,11 @@ def test_actors_file_is_an_evaluation_set(actors):
                     assert m in a["text"], f"{a['id']}: mention {m!r} is not in the text"
 
 
-def test_heldout_actors_file_is_an_evaluation_set():
-    """The held-out actor file (written blind to the actor method): 12 articles, 40+ rows, at
-    least 12 of each label, every actor and mention written as it stands in the text."""
-    rows_by_article = _read_jsonl(SAMPLE / "actors_heldout.jsonl")
+@pytest.mark.parametrize("name", ["actors_heldout.jsonl", "actors_heldout2.jsonl"])
+def test_heldout_actors_file_is_an_evaluation_set(name):
+    """The held-out actor files (each written blind to the actor method): 12 articles, 40+ rows,
+    at least 12 of each label, every actor and mention written as it stands in the text."""
+    rows_by_article = _read_jsonl(SAMPLE / name)
     assert len(rows_by_article) >= 12
     rows = [(a, x) for a in rows_by_article for t in a["targets"] for x in t["actors"]]
     assert len(rows) >= 40
