@@ -108,15 +108,16 @@ class ActorStance(Scored):
     """One actor's stance toward the target (favor, against, or neutral when it takes no side),
     where the text names it, and the clauses the label rests on. Its ``scores`` are each side's
     share of the weight of the stance cues in the evidence (``neutral`` 1.0 when they state no
-    side), not a model probability."""
+    side), or the stance head's probabilities when the actor's own words decided."""
 
     actor: str
     source: str = Field(description="'user' (from the request's actors), or 'PERS' / 'ORG' (an entity found)")
     mentions: list[Span]
     evidence: list[Span]
     cues: list[Span] = Field(default_factory=list, description=(
-        "the stance words in the evidence that decided the label (e.g. رحّب, رفض); empty when the "
-        "evidence states no side, and the actor is then neutral"))
+        "what decided the label: the stance words in the evidence (e.g. رحّب, رفض), or, where there "
+        "are none, the actor's own quoted or reported words the stance head read; empty for a "
+        "neutral actor"))
 
 
 class StanceResult(Scored):

@@ -144,7 +144,8 @@ def test_cue_scores_are_side_shares_and_neutral_without_a_side():
 
 def test_stance_head_runs_for_actors_only_when_it_can_change_a_label(tiny_loaded, monkeypatch):
     """With the cues deciding alone (CUE_WEIGHT 1) the second encoder pass over (evidence, claim)
-    pairs is skipped; with a lower weight the head is read and blended in."""
+    pairs is skipped (the factions' speech is not read either: their cue "ترفض" decides); with a
+    lower weight the head is read and blended in."""
     import khabar.models.actor_stance as actor_stance
     from khabar.models.predictor import Article, Predictor
 
@@ -159,3 +160,31 @@ def test_stance_head_runs_for_actors_only_when_it_can_change_a_label(tiny_loaded
     blended = {a["actor"]: a["label"] for a in p.label(request)[0]["stance"][0]["actors"]}
     assert calls and calls[0] >= 1
     assert blended == shipped  # above 0.5 the cues decide either way
+
+
+SPEECH_ARTICLE = ("وقال رئيس النقابة خالد منصور إن الخطة ستدمر آلاف الوظائف في القطاع. "
+                  "والتقى الوسيط سمير داود الطرفين في العاصمة.")
+
+
+@pytest.mark.parametrize("against, expected", [(0.9, "against"), (0.55, "neutral")])
+def test_an_actor_without_a_cue_is_read_from_its_own_words(tiny_loaded, monkeypatch, against, expected):
+    """No stance word, but the actor's reported speech: the stance head reads that speech against
+    the target, and its side counts when it is at least SPEECH_FLOOR sure. The head's answer is
+    fixed here (the tiny model's is noise) to test the decision; the pairs it gets are real."""
+    from khabar.models.actor_stance import SPEECH_FLOOR
+    from khabar.models.predictor import Article, Predictor
+
+    assert 0.55 < SPEECH_FLOOR <= 0.9
+    p = Predictor.from_loaded(tiny_loaded)
+    read = []
+    monkeypatch.setattr(p, "_score_claims", lambda pairs: read.extend(pairs) or [
+        {"favor": 0.05, "against": against, "neutral": 0.95 - against, "unrelated": 0.0} for _ in pairs])
+    entry = p.label([Article(SPEECH_ARTICLE, ["الخطة"], ("stance",),
+                             actors=("خالد منصور", "سمير داود"))])[0]["stance"][0]
+    got = {a["actor"]: a for a in entry["actors"]}
+    assert read == [("الخطة ستدمر آلاف الوظائف في القطاع", "الخطة")]  # the mediator says nothing
+    assert got["خالد منصور"]["label"] == expected and got["سمير داود"]["label"] == "neutral"
+    spans = got["خالد منصور"]["cues"]
+    assert [c["text"] for c in spans] == (["الخطة ستدمر آلاف الوظائف في القطاع"] if expected == "against" else [])
+    for c in spans:
+        assert SPEECH_ARTICLE[c["start"]:c["end"]] == c["text"]
