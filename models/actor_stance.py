@@ -100,8 +100,9 @@ def label_actors(prepared: list, results: list[dict],
 
     ``prepared`` are the predictor's prepared requests (``norm``, ``actors``, ``hide_entities``);
     ``score_claims`` reads (evidence text, claim) pairs with the stance head and returns each
-    pair's four stance scores (None when nothing could be read); it is called only when
-    :data:`CUE_WEIGHT` is under 1. Taking it as an argument keeps this module below the
+    pair's four stance scores (None when nothing could be read); it is called over every actor's
+    evidence only when :data:`CUE_WEIGHT` is under 1, and otherwise over the speech of actors
+    without a cue (:data:`READ_SPEECH`). Taking it as an argument keeps this module below the
     predictor that calls it."""
     jobs, pairs = [], []
     for i, p in enumerate(prepared):
@@ -124,11 +125,11 @@ def label_actors(prepared: list, results: list[dict],
     decided = [cue_side(prepared[i].norm.original, clauses, entry["target"]) if CUE_WEIGHT else (None, [])
                for i, entry, _, clauses in jobs]
     speech = _read_speech(prepared, jobs, decided, score_claims) if READ_SPEECH and CUE_WEIGHT >= 1 else {}
-    for k, ((i, entry, actor, clauses), raw, (side, cues)) in enumerate(zip(jobs, scored, decided)):
+    for n, ((i, entry, actor, clauses), raw, (side, cues)) in enumerate(zip(jobs, scored, decided)):
         text = prepared[i].norm.original
         decisive = [(c.start, c.end) for c in cues if side is not None and c.side == side]
-        if k in speech:
-            scores, decisive = speech[k]
+        if n in speech:
+            scores, decisive = speech[n]
         elif CUE_WEIGHT >= 1:
             scores = cue_scores(side, cues)
         else:
