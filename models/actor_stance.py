@@ -104,7 +104,7 @@ def label_actors(prepared: list, results: list[dict],
     evidence only when :data:`CUE_WEIGHT` is under 1, and otherwise over the speech of actors
     without a cue (:data:`READ_SPEECH`). Taking it as an argument keeps this module below the
     predictor that calls it."""
-    jobs, pairs = [], []
+    jobs = []
     for i, p in enumerate(prepared):
         if p.actors is None:
             continue
@@ -115,13 +115,14 @@ def label_actors(prepared: list, results: list[dict],
             for actor in actors:
                 clauses = evidence(text, actor, [a for a in actors if a is not actor])
                 jobs.append((i, entry, actor, clauses))
-                snippet = " ".join(text[s:e] for s, e in clauses)
-                pairs.append((snippet, actor_claim(actor.name, entry["target"])))
         if p.hide_entities:
             results[i]["entities"] = []
-    if not pairs:
+    if not jobs:
         return
-    scored = score_claims(pairs) if CUE_WEIGHT < 1 else [None] * len(pairs)
+    # The head reads every actor's evidence only where it can change a label (CUE_WEIGHT < 1).
+    scored = (score_claims([(" ".join(prepared[i].norm.original[s:e] for s, e in clauses),
+                             actor_claim(actor.name, entry["target"])) for i, entry, actor, clauses in jobs])
+              if CUE_WEIGHT < 1 else [None] * len(jobs))
     decided = [cue_side(prepared[i].norm.original, clauses, entry["target"]) if CUE_WEIGHT else (None, [])
                for i, entry, _, clauses in jobs]
     speech = _read_speech(prepared, jobs, decided, score_claims) if READ_SPEECH and CUE_WEIGHT >= 1 else {}
