@@ -17,9 +17,19 @@ _QUOTED = re.compile(r"«([^»]+)»|“([^”]+)”|\"([^\"]+)\"")
 _SPEECH_VERBS = ("قال", "يقول", "تقول", "قالت", "أضاف", "أضافت", "يضيف", "أكد", "أكدت", "يؤكد", "تؤكد",
                  "اعتبر", "اعتبرت", "يعتبر", "تعتبر", "رأى", "رأت", "يرى", "ترى", "شدد", "شددت", "صرح",
                  "صرحت", "وصف", "وصفت", "تابع", "تابعت", "ختم", "ختمت")
+_PARTICLES = ("إن", "أن", "بأن", "إنه", "إنها", "أنه", "أنها", "إنهم", "أنهم")
+# Many sites and most social text drop the hamza (اكد، ان) or write final ى as ي: each word matches
+# with any alef form and either final ya, as stance_cues matches on folded words.
+_LOOSE = {"ا": "[اأإآ]", "أ": "[اأإآ]", "إ": "[اأإآ]", "آ": "[اأإآ]", "ى": "[ىي]", "ي": "[ىي]"}
+
+
+def _loose(word: str) -> str:
+    return "".join(_LOOSE.get(c, re.escape(c)) for c in word)
+
+
 _REPORTED = re.compile(
-    r"(?<![\u0621-\u064A])[وف]?(?:" + "|".join(_SPEECH_VERBS) + r")(?![\u0621-\u064A])"
-    r"(?:\s+\S+){0,8}?\s+(?:إن|أن|بأن|إنه|إنها|أنه|أنها|إنهم|أنهم)\s+")
+    r"(?<![\u0621-\u064A])[وف]?(?:" + "|".join(map(_loose, _SPEECH_VERBS)) + r")(?![\u0621-\u064A])"
+    r"(?:\s+\S+){0,8}?\s+(?:" + "|".join(map(_loose, _PARTICLES)) + r")\s+")
 MIN_WORDS = 3
 
 

@@ -20,6 +20,12 @@ def test_reported_speech_after_a_speech_verb_and_its_particle():
     assert spoken("وأكدت النقابة أنها ستواصل الإضراب حتى النهاية") == ["ستواصل الإضراب حتى النهاية"]
 
 
+def test_speech_verbs_and_particles_match_without_hamzas():
+    # News sites and social text often drop the hamza (اكد، ان) and write final ى as ي.
+    assert spoken("واكدت النقابة انها ستواصل الإضراب حتى النهاية") == ["ستواصل الإضراب حتى النهاية"]
+    assert spoken("وراي الخبير ان الخطة لن تنجح ابدا") == ["الخطة لن تنجح ابدا"]
+
+
 def test_no_speech_and_too_short_quotes_give_nothing():
     assert spoken("والتقى قآاني قادة الأحزاب في بغداد") == []
     assert spoken('وقال "لا" فقط') == []
