@@ -106,7 +106,7 @@ def test_actors_file_is_an_evaluation_set(actors):
                     assert m in a["text"], f"{a['id']}: mention {m!r} is not in the text"
 
 
-@pytest.mark.parametrize("name", ["actors_heldout.jsonl", "actors_heldout2.jsonl"])
+@pytest.mark.parametrize("name", ["actors_heldout.jsonl", "actors_heldout2.jsonl", "actors_heldout3.jsonl"])
 def test_heldout_actors_file_is_an_evaluation_set(name):
     """The held-out actor files (each written blind to the actor method): 12 articles, 40+ rows,
     at least 12 of each label, every actor and mention written as it stands in the text."""
