@@ -12,8 +12,10 @@ prepositions, article, future and person prefixes and the pronoun and plural suf
 noun takes; a cue within two words after a negation ("لم يرحّب"، "لا يعارض") counts for the other
 side at half weight. Verbs by which an actor enacts something (قرر، اعتمد، وقّع، أعلن) count for it
 at half weight, and only in a clause that names the target, unless they merely carry a reported
-position ("أعلنت أنها ترفض"، "أعلن رفضه": the stance word counts alone). The lists are general news
-vocabulary; the held-out actor file was written without sight of them.
+position ("أعلنت أنها ترفض"، "أعلن رفضه": the stance word counts alone). A vote counts for the side it
+was cast for (صوّت لصالح / ضد), and a word that undoes something (إلغاء، تجميد، سحب) against the target
+of a clause that names it. A stance word inside the target's own name ("انسحاب القوات") is no side.
+The lists are general news vocabulary; the held-out actor files were written without sight of them.
 """
 from __future__ import annotations
 
@@ -27,7 +29,10 @@ from khabar.models.actors import fold
 # a name, "قاطع" decisive, "الدين" debt) are listed only in their verb forms.
 FAVOR_STEMS = ("رحب", "ترحيب", "ايد", "ؤيد", "تاييد", "اشاد", "يشيد", "تشيد", "اشاده", "ثمنت", "يثمن", "تثمن",
                "تثمين", "بارك", "باركت", "مباركه", "وافق", "موافقه", "تبني", "تبنت", "صادقت", "يصادق",
-               "مصادقه", "استحسن", "يدعم", "تدعم", "ندعم", "دعمت", "دعموا", "دعمه", "دعمها", "دعمهم")
+               "مصادقه", "استحسن", "يدعم", "تدعم", "ندعم", "دعمت", "دعموا", "دعمه", "دعمها", "دعمهم",
+               # support, praise, defence, satisfaction (session 6, from general news usage)
+               "ساند", "يساند", "تساند", "نساند", "مسانده", "اثني", "يثني", "تثني", "ثناء", "ارتياح",
+               "يدافع", "تدافع", "ندافع", "دافعت", "دافعوا", "استبشر")
 # Verbs by which an actor enacts something ("قرر البنك رفع الفائدة", "وقّعت الحكومة الاتفاق"): the
 # enactor is for what it enacts. They are everyday verbs ("أعلن" announces anything), so one counts
 # only at ENACT_WEIGHT and only in a clause that names the target.
@@ -36,7 +41,24 @@ ENACT_WEIGHT = 0.5
 AGAINST_STEMS = ("رفض", "رفضت", "ندد", "تنديد", "عارض", "معارضه", "انتقد", "نتقد", "انتقاد", "انتقادات",
                  "استنكر", "ستنكر", "استنكار", "ادان", "يدين", "تدين", "ندين", "ادانه", "شجب", "هاجم",
                  "مهاجمه", "حذر", "تحذير", "قاطعت", "يقاطع", "تقاطع", "مقاطعه", "اعترض", "عترض", "اعتراض",
-                 "احتج", "حتج", "احتجاج", "طعن", "تحفظ", "تحفظات", "مرفوض")
+                 "احتج", "حتج", "احتجاج", "طعن", "تحفظ", "تحفظات", "مرفوض",
+                 # protest and strike, refusal, worry and doubt (session 6, from general news usage)
+                 "احتجاجي", "اضراب", "اضرب", "اضربت", "اضربوا", "مضربين", "اعتصام", "اعتصم", "تظاهر",
+                 "مظاهره", "مظاهرات", "رافض", "قلق", "مخاوف", "استياء", "امتعاض", "شكك", "تشكيك")
+# Words that undo or block something ("طالبت النقابة بإلغاء القرار", "جمّدت الحكومة الاتفاق"): the
+# actor is against what they undo. Like enactment verbs they are everyday words, so they count only
+# in a clause that names the target (at full weight, over an enactment verb beside them). Forms
+# that also mean something else are left out: علّق/تعليق (to comment), وقف (stood: "وقف إلى جانب"),
+# عطل (عطلة, a holiday), ابطال (أبطال, champions), تراجع (prices fell). انسحب (walked out) was tried
+# and left out: in the sample files it was another actor's walkout in a shared clause each time.
+REVERSE_STEMS = ("الغاء", "الغي", "يلغي", "تلغي", "ابطل", "يبطل", "اوقف", "يوقف", "ايقاف", "بوقف",
+                 "تجميد", "جمد", "يجمد", "سحب", "اسقاط", "اسقط", "نقض", "تعطيل", "عرقل", "عرقله")
+# A vote word followed within VOTE_REACH words (the voters often come between) by the side it was
+# cast for: صوّت لصالح / بنعم (for), صوّت ضد / بلا (against); رفض and موافقة are stance words already.
+VOTE_STEMS = ("صوت", "صوتت", "صوتوا", "يصوت", "تصوت", "تصويت", "مصوتين", "مصوتون")
+VOTE_FOR = frozenset(("لصالح", "بنعم"))
+VOTE_AGAINST = frozenset(("ضد", "بلا"))
+VOTE_REACH = 6
 # "أعلنت رفضها" and "أعلن عن تأييده" report a position rather than enact anything: an enactment
 # verb followed within ENACT_CARRIER_REACH words by a stance word only carries that word, which
 # counts alone. ("أعلنت أنها ستمضي في الخطة", with no stance word, still counts: measured, ruling
@@ -60,6 +82,8 @@ def _pattern(stems: tuple[str, ...]) -> re.Pattern:
 _FAVOR = _pattern(FAVOR_STEMS)
 _AGAINST = _pattern(AGAINST_STEMS)
 _ENACT = _pattern(ENACT_STEMS)
+_REVERSE = _pattern(REVERSE_STEMS)
+_VOTE = _pattern(VOTE_STEMS)
 _CLITIC = re.compile(r"^(?:[وفبلك]?(?:ال|لل)|[وفبلك])")
 _WORD = re.compile(r"[\u0621-\u0652\u0671]+")
 _DIACRITICS = re.compile(r"[\u064B-\u0652\u0640]")
@@ -93,8 +117,15 @@ def find_cues(text: str, target: str | None = None) -> list[Cue]:
     """The stance cues of ``text`` in reading order (see the module doc); enactment verbs count
     only when ``text`` shares a word with ``target``."""
     words = _words(text)
-    names_target = bool(target) and bool(_content(words) & _content(_words(target)))
-    stated = ["favor" if _FAVOR.match(w) else "against" if _AGAINST.match(w) else None for _, _, w in words]
+    target_words = _content(_words(target)) if target else set()
+    names_target = bool(_content(words) & target_words)
+    stated = ["favor" if _FAVOR.match(w) else "against" if _AGAINST.match(w)
+              else "against" if names_target and _REVERSE.match(w) else _vote(words, k) if _VOTE.match(w) else None
+              for k, (_, _, w) in enumerate(words)]
+    # A stance word that is part of the target's own name ("انسحاب القوات", "وقف الإضراب") is the
+    # thing stood on, not a side taken.
+    stated = [None if side and _CLITIC.sub("", words[k][2]) in target_words else side
+              for k, side in enumerate(stated)]
     cues = []
     for k, (s, e, w) in enumerate(words):
         weight = 1.0
@@ -107,6 +138,16 @@ def find_cues(text: str, target: str | None = None) -> list[Cue]:
             side, weight = ("against" if side == "favor" else "favor"), weight * NEGATED_WEIGHT
         cues.append(Cue(s, e, side, weight))
     return cues
+
+
+def _vote(words: list[tuple[int, int, str]], k: int) -> str | None:
+    """The side a vote word at ``k`` was cast for, from the words right after it (None: not said)."""
+    for _, _, w in words[k + 1: k + 1 + VOTE_REACH]:
+        if w in VOTE_FOR:
+            return "favor"
+        if w in VOTE_AGAINST:
+            return "against"
+    return None
 
 
 def _carries_a_report(words: list[tuple[int, int, str]], stated: list[str | None], k: int) -> bool:

@@ -65,3 +65,26 @@ def test_an_enactment_verb_that_carries_a_reported_position_does_not_count(text)
 def test_an_enactment_verb_with_its_object_still_counts():
     assert sides("أعلنت الحكومة الاتفاق مع النقابة", "الاتفاق") == [("أعلنت", "favor", ENACT_WEIGHT)]
     assert [w for w, _, _ in sides("أعلنت الحكومة أنها ستمضي في الاتفاق", "الاتفاق")] == ["أعلنت"]
+
+
+def test_a_vote_counts_for_the_side_it_was_cast_for():
+    assert sides("وصوّت نواب الكتلة جميعهم لصالح المشروع") == [("وصوّت", "favor", 1.0)]
+    assert sides("صوّت الحزب ضد القانون") == [("صوّت", "against", 1.0)]
+    assert sides("رفع النائب صوته في القاعة") == []  # a voice, not a vote
+
+
+def test_undoing_the_target_counts_against_it_only_where_the_clause_names_it():
+    assert sides("طالبت النقابة بإلغاء القانون", "القانون") == [("بإلغاء", "against", 1.0)]
+    # The undoing word carries the enactment verb before it: one cue, against.
+    assert sides("قرر البنك تجميد الاتفاق", "الاتفاق") == [("تجميد", "against", 1.0)]
+    assert sides("طالبت النقابة بإلغاء الضريبة", "القانون") == []
+    # Homographs of undoing words: a holiday, champions, prices falling.
+    for text, word in (("أعلنت المديرية عطلة بمناسبة القانون", "عطلة"), ("استقبل أبطال القانون", "أبطال"),
+                       ("تراجع سعر القانون", "تراجع")):
+        assert word not in [w for w, _, _ in sides(text, "القانون")]
+
+
+def test_a_stance_word_inside_the_target_s_own_name_is_not_a_side():
+    assert sides("رحبت الحكومة بانسحاب القوات", "انسحاب القوات") == [("رحبت", "favor", 1.0)]
+    assert sides("دعت الأحزاب إلى مقاطعة المنتجات المستوردة", "مقاطعة المنتجات المستوردة") == []
+    assert sides("دعت الأحزاب إلى مقاطعة المنتجات المستوردة")[0][1] == "against"
