@@ -119,9 +119,7 @@ def find_cues(text: str, target: str | None = None) -> list[Cue]:
     words = _words(text)
     target_words = _content(_words(target)) if target else set()
     names_target = bool(_content(words) & target_words)
-    stated = ["favor" if _FAVOR.match(w) else "against" if _AGAINST.match(w)
-              else "against" if names_target and _REVERSE.match(w) else _vote(words, k) if _VOTE.match(w) else None
-              for k, (_, _, w) in enumerate(words)]
+    stated = [_stated(words, k, names_target) for k in range(len(words))]
     # A stance word that is part of the target's own name ("انسحاب القوات", "وقف الإضراب") is the
     # thing stood on, not a side taken.
     stated = [None if side and _CLITIC.sub("", words[k][2]) in target_words else side
@@ -138,6 +136,16 @@ def find_cues(text: str, target: str | None = None) -> list[Cue]:
             side, weight = ("against" if side == "favor" else "favor"), weight * NEGATED_WEIGHT
         cues.append(Cue(s, e, side, weight))
     return cues
+
+
+def _stated(words: list[tuple[int, int, str]], k: int, names_target: bool) -> str | None:
+    """The side the word at ``k`` states by itself (enactment verbs are weighed by the caller)."""
+    w = words[k][2]
+    if _FAVOR.match(w):
+        return "favor"
+    if _AGAINST.match(w) or (names_target and _REVERSE.match(w)):
+        return "against"
+    return _vote(words, k) if _VOTE.match(w) else None
 
 
 def _vote(words: list[tuple[int, int, str]], k: int) -> str | None:
