@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from khabar.models.actors import fold
+
 _QUOTED = re.compile(r"«([^»]+)»|“([^”]+)”|\"([^\"]+)\"")
 # Speech verbs (past and present, with و/ف before them), then up to eight words (the speaker, a
 # place, a time), then the particle that opens the content.
@@ -18,18 +20,11 @@ _SPEECH_VERBS = ("قال", "يقول", "تقول", "قالت", "أضاف", "أض
                  "اعتبر", "اعتبرت", "يعتبر", "تعتبر", "رأى", "رأت", "يرى", "ترى", "شدد", "شددت", "صرح",
                  "صرحت", "وصف", "وصفت", "تابع", "تابعت", "ختم", "ختمت")
 _PARTICLES = ("إن", "أن", "بأن", "إنه", "إنها", "أنه", "أنها", "إنهم", "أنهم")
-# Many sites and most social text drop the hamza (اكد، ان) or write final ى as ي: each word matches
-# with any alef form and either final ya, as stance_cues matches on folded words.
-_LOOSE = {"ا": "[اأإآ]", "أ": "[اأإآ]", "إ": "[اأإآ]", "آ": "[اأإآ]", "ى": "[ىي]", "ي": "[ىي]"}
-
-
-def _loose(word: str) -> str:
-    return "".join(_LOOSE.get(c, re.escape(c)) for c in word)
-
-
+# Matched on folded text (models.actors.fold, as stance_cues matches): many sites and most social
+# text drop the hamza (اكد، ان) or write final ى as ي. Folding keeps the length, so offsets hold.
 _REPORTED = re.compile(
-    r"(?<![\u0621-\u064A])[وف]?(?:" + "|".join(map(_loose, _SPEECH_VERBS)) + r")(?![\u0621-\u064A])"
-    r"(?:\s+\S+){0,8}?\s+(?:" + "|".join(map(_loose, _PARTICLES)) + r")\s+")
+    r"(?<![\u0621-\u064A])[وف]?(?:" + "|".join(map(fold, _SPEECH_VERBS)) + r")(?![\u0621-\u064A])"
+    r"(?:\s+\S+){0,8}?\s+(?:" + "|".join(map(fold, _PARTICLES)) + r")\s+")
 MIN_WORDS = 3
 
 
@@ -42,7 +37,7 @@ def speech_spans(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int
         quoted = [(s + m.start(g), s + m.end(g)) for m in _QUOTED.finditer(chunk)
                   for g in (1, 2, 3) if m.group(g) is not None]
         if not quoted:
-            m = _REPORTED.search(chunk)
+            m = _REPORTED.search(fold(chunk))
             quoted = [(s + m.end(), e)] if m else []
         out += [q for q in quoted if len(text[q[0]:q[1]].split()) >= MIN_WORDS]
     return sorted(set(out))
