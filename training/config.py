@@ -156,6 +156,9 @@ class TrainConfig:
     warmup_ratio: Float = 0.06
     dropout: Float = 0.1
     patience: NonNegative = 2
+    # Also try the mean of the last N epochs' end weights and keep it when its dev score is higher
+    # (training/averaging.py says why); 1 keeps the best single epoch.
+    average_last_epochs: Positive = 1
     sampling_temperature: Annotated[Float, Field(gt=0)] = 2.0
     seed: Int = 13
     checkpoint_every_steps: NonNegative = 200  # 0: no mid-epoch checkpoints

@@ -28,6 +28,7 @@ from khabar.models.schema import ModelSchema
 from khabar.models.store import save_model
 from khabar.models.windows import collate
 from khabar.settings import use_torch_threads
+from khabar.training.averaging import average_weights, epoch_weights_path, kept_epochs, save_epoch_weights
 from khabar.training.checkpoint import load_checkpoint, save_checkpoint
 from khabar.training.config import TrainConfig
 from khabar.training.data import IGNORE, build_windows, load_examples, task_labels, window_cap
@@ -273,11 +274,44 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
             stop = state["bad_epochs"] >= cfg.patience
             if stop:
                 log(f"early stopping: no dev improvement for {cfg.patience} epoch(s)")
+        if cfg.average_last_epochs > 1:
+            save_epoch_weights(run_dir, raw_model, epoch + 1, keep=cfg.average_last_epochs)
         state["epoch"], state["step"] = epoch + 1, 0
         save_checkpoint(run_dir, raw_model, optimizer, scheduler, state)
         plot_curves(state["history"], run_dir / "curves.png")
 
+    state["averaged"] = _try_average(cfg, run_dir, raw_model, tokenizer, examples, state, log)
     return _finish(cfg, run_dir, raw_model, tokenizer, examples, state, log)
+
+
+def _try_average(cfg: TrainConfig, run_dir: Path, model: KhabarModel, tokenizer, examples: dict, state: dict,
+                 log) -> dict | None:
+    """Score the mean of the last epochs' weights on dev; when it beats the best epoch, it becomes
+    ``best.safetensors``. Returns what was measured (also written to ``averaged.json``, so a run
+    resumed after this step does not measure it again), or None when there is nothing to average."""
+    from safetensors.torch import save_file
+
+    done = run_dir / "averaged.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    epochs = kept_epochs(run_dir)[-cfg.average_last_epochs:]
+    if cfg.average_last_epochs < 2 or len(epochs) < 2:
+        return None
+    weights = average_weights([epoch_weights_path(run_dir, e) for e in epochs])
+    model.load_state_dict(weights)
+    metrics = evaluate_dev(model, tokenizer, examples, cfg)
+    score = dev_score(metrics)
+    kept = score is not None and state["best"] is not None and score > state["best"]
+    label = f"mean of epochs {epochs[0]}-{epochs[-1]}"
+    shown = ["n/a" if x is None else f"{x:.4f}" for x in (score, state["best"])]
+    log(f"{label}: dev score {shown[0]} against {shown[1]} (epoch {state.get('best_epoch')}): "
+        f"{'kept' if kept else 'not kept'}")
+    if kept:
+        with atomic_path(run_dir / "best.safetensors") as tmp:
+            save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp))
+    result = {"epochs": epochs, "dev_score": score, "dev": metrics, "kept": kept}
+    write_text_atomic(done, json.dumps(result, sort_keys=True))
+    return result
 
 
 def _finish(cfg, run_dir: Path, model: KhabarModel, tokenizer, examples: dict, state: dict, log) -> dict:
@@ -286,11 +320,13 @@ def _finish(cfg, run_dir: Path, model: KhabarModel, tokenizer, examples: dict, s
 
     model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
     best = next((h for h in state["history"] if h["epoch"] == state.get("best_epoch")), state["history"][-1])
+    averaged = state.get("averaged") or {}
     training = {
         "config": cfg.to_dict(),
         "data": {t: te.sources for t, te in examples.items()},
-        "dev_metrics": best["dev"],
+        "dev_metrics": averaged["dev"] if averaged.get("kept") else best["dev"],
         "best_epoch": state.get("best_epoch"),
+        "averaged": averaged or None,
         "history": state["history"],
         "examples_per_s": state["examples"] / max(state["train_seconds"], 1e-9),
         "train_seconds": state["train_seconds"],
@@ -301,7 +337,7 @@ def _finish(cfg, run_dir: Path, model: KhabarModel, tokenizer, examples: dict, s
         training["hybrid"] = {t: h.info for t, h in heads.items()}
     tag = save_model(model, tokenizer, training=training, labels={"stage": "trained", "run": run_dir.name},
                      extra_files=[run_dir / "log.jsonl", run_dir / "curves.png"], hybrid=heads)
-    result = {"tag": tag, "dev_metrics": best["dev"], "run_dir": str(run_dir)}
+    result = {"tag": tag, "dev_metrics": training["dev_metrics"], "run_dir": str(run_dir)}
     write_text_atomic(run_dir / "done.json", json.dumps(result, indent=2))
     log(f"saved {tag}")
     return result
