@@ -62,6 +62,29 @@ def apply_trained_target_maps(plan: dict, training: dict) -> dict[str, dict]:
     return applied
 
 
+def apply_trained_holdouts(plan: dict, training: dict) -> dict[str, dict]:
+    """Give each planned split of a file without a dev split (Mawqif's held-out 20 %) the hash
+    seed the model's config fixed for the same file (matched on its last two path parts), so the
+    rows scored are exactly those the model never trained on. Without a recorded seed the split
+    follows the model's run seed, as training did. Returns ``{file: holdout}`` for the settings."""
+    cfg_tasks = (training.get("config") or {}).get("tasks") or {}
+    pinned = {}
+    for task in cfg_tasks.values():
+        for part in ("train", "dev"):
+            for src in (task or {}).get(part) or []:
+                holdout = src.get("holdout") if isinstance(src, dict) else None
+                if holdout and "seed" in holdout:
+                    pinned[Path(src["path"]).parts[-2:]] = holdout
+    applied = {}
+    for sources in plan.values():
+        for src in sources:
+            trained = pinned.get(Path(src.path).parts[-2:])
+            if src.holdout and trained and "seed" not in src.holdout:
+                src.holdout = {**src.holdout, "fraction": trained["fraction"], "seed": trained["seed"]}
+                applied[str(src.path)] = src.holdout
+    return applied
+
+
 def prepare(model: str, *, topic: Path | None = None, stance: list[Path] = (), ner: list[Path] = (),
             data_dir: Path | None = None, compare: str | None = None,
             limit: int | None = None) -> tuple[list[EvalSet], dict]:
@@ -81,6 +104,7 @@ def prepare(model: str, *, topic: Path | None = None, stance: list[Path] = (), n
                                  f"(it has {', '.join(other_tasks)})")
     seed = int((training.get("config") or {}).get("seed", 13))
     renamed = apply_trained_target_maps(plan, training)
+    holdouts = apply_trained_holdouts(plan, training)
     sets = read_sets(plan, tasks, seed)
     if compare:
         from khabar.eval.compare import check_same_labels
@@ -88,6 +112,7 @@ def prepare(model: str, *, topic: Path | None = None, stance: list[Path] = (), n
         check_same_labels(sets, tasks, other_tasks)
     settings = {"model": full, "compare": compare, "limit": limit, "seed": seed,
                 "data_dir": str(data_dir) if data_dir else None, "target_maps": renamed,
+                "holdouts": holdouts,
                 "files": {s.key: {"path": s.path, "n": len(s.examples), "skipped": s.skipped,
                                   "repaired": s.repaired} for s in sets}}
     return sets, settings

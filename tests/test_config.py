@@ -48,7 +48,7 @@ def test_wrong_types_are_refused_naming_the_key_and_what_it_must_be(override, me
 
 
 @pytest.mark.parametrize("override, message", [
-    ("epohcs=3", "unknown key epohcs (did you mean epochs?); known: backbone, batch_size"),
+    ("epohcs=3", "unknown key epohcs (did you mean epochs?); known: average_last_epochs, backbone, batch_size"),
     ("tasks.topic.repeats=2", "unknown key tasks.topic.repeats (did you mean repeat?); known: blend_holdout, dev"),
     ("tasks.topic.train.0.limt=5", "unknown key tasks.topic.train.0.limt (did you mean limit?); a topic source takes"),
     ("tasks.topic.dev.0.holdout.tkae=heldout", "unknown key tasks.topic.dev.0.holdout.tkae (did you mean take?)"),
@@ -64,7 +64,7 @@ def test_bug_16_an_element_of_a_list_of_sources_can_be_set():
     cfg = load_config(OFFLINE, ["tasks.stance.train.0.limit=500", "tasks.stance.train.2.holdout.fraction=0.3"])
     ans, baly, mawqif = cfg.tasks["stance"].train
     assert (ans.limit, baly.limit, mawqif.limit) == (500, None, None)
-    assert mawqif.holdout == {"fraction": 0.3, "take": "train"}
+    assert mawqif.holdout == {"fraction": 0.3, "take": "train", "seed": 13}
 
 
 def test_bug_16_the_train_help_example_sets_the_first_sources_limit():
@@ -144,6 +144,11 @@ def test_the_run_folder_hash_of_the_recommended_config_is_unchanged():
     for src in cfg.tasks["stance"].train + cfg.tasks["stance"].dev:
         src.options.pop("target_map", None)
     cfg.tasks["stance"].repeat, cfg.tasks["ner"].repeat, cfg.tasks["topic"].train[0].limit = 1.0, 2.5, 3000
+    # And (session 7) the mean of the last two epochs' weights, and Mawqif's split pinned to seed 13.
+    cfg.average_last_epochs = 1
+    for src in cfg.tasks["stance"].train + cfg.tasks["stance"].dev:
+        if src.holdout:
+            src.holdout.pop("seed")
     assert cfg.fingerprint() == "dd52e31495e2"
     # A stored config (training.json, read back by retrain and hybrid) gives the same hash.
     assert from_dict(cfg.to_dict()).fingerprint() == "dd52e31495e2"

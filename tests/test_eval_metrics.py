@@ -1,6 +1,7 @@
 """Metrics of `khabar eval` against values computed by hand (no model: a fixed fake predictor)."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -194,3 +195,33 @@ def test_eval_names_targets_as_the_model_learnt_them():
     assert plan["stance"][0].options == {"target_map": arabic}
     assert plan["stance"][1].options == {} and plan["stance"][2].options == {"target_map": {"a": "b"}}
     assert apply_trained_target_maps({"stance": [Source(path="/m/mawqif/train.jsonl")]}, {}) == {}
+
+
+def test_eval_scores_the_exact_complement_of_a_pinned_training_holdout(tmp_path):
+    """A config that fixes the hash seed of Mawqif's 20 % split is scored on that split whatever
+    the run's seed was: the held-out rows and the training rows are disjoint and cover the file."""
+    from khabar.eval.pipeline import apply_trained_holdouts
+    from khabar.training.config import Source
+    from khabar.training.data import read_source
+
+    path = tmp_path / "stance" / "mawqif" / "train.jsonl"
+    path.parent.mkdir(parents=True)
+    rows = [{"id": f"m{i}", "target": "لقاح كورونا", "text": f"نص رقم {i}", "label": "favor"} for i in range(200)]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    trained = {"fraction": 0.2, "take": "train", "seed": 13}
+    training = {"config": {"seed": 7, "tasks": {"stance": {"train": [{"path": "/data/stance/mawqif/train.jsonl",
+                                                                      "holdout": trained}]}}}}
+    plan = {"stance": [Source(path=str(path), name="mawqif", holdout={"fraction": 0.2, "take": "heldout"}),
+                       Source(path=str(tmp_path / "ans" / "dev.jsonl"))]}
+    applied = apply_trained_holdouts(plan, training)
+    assert applied == {str(path): {"fraction": 0.2, "take": "heldout", "seed": 13}}
+    assert plan["stance"][1].holdout is None
+    # The run's seed (7) no longer moves the split: scored rows are exactly those training left out.
+    scored = {e.id for e in read_source("stance", plan["stance"][0], seed=7).examples}
+    train_ids = {e.id for e in read_source("stance", Source(path=str(path), holdout=trained), seed=7).examples}
+    assert scored and train_ids and not scored & train_ids
+    assert scored | train_ids == {r["id"] for r in rows}
+    # A model whose config pinned nothing keeps following its run seed.
+    loose = {"config": {"tasks": {"stance": {"train": [{"path": str(path), "holdout": {"fraction": 0.2}}]}}}}
+    again = {"stance": [Source(path=str(path), holdout={"fraction": 0.2, "take": "heldout"})]}
+    assert apply_trained_holdouts(again, loose) == {} and "seed" not in again["stance"][0].holdout

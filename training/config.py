@@ -212,7 +212,8 @@ class TrainConfig:
 
 
 # Frozen: a later change of a field's default must not change old configs' run folders.
-_NEWER_CONFIG_FIELDS = {"init_from": None, "freeze_embeddings": False, "class_weighting": "none"}
+_NEWER_CONFIG_FIELDS = {"init_from": None, "freeze_embeddings": False, "class_weighting": "none",
+                        "average_last_epochs": 1}
 _NEWER_TASK_FIELDS = {"max_windows": None, "repeat": 1.0, "blend_holdout": 0.0}
 _VALIDATOR = TypeAdapter(TrainConfig)
 
