@@ -66,6 +66,7 @@ def compare_models(base_tag: str, candidate_tag: str, *, topic: Path | None = No
     """
     from khabar.eval.datasets import EvalInputError, plan_sources, read_sets
     from khabar.eval.evaluate import evaluate_model
+    from khabar.eval.trained_files import apply_trained_holdouts, apply_trained_target_maps, unfair_for_compare
     from khabar.models.store import load_model
 
     base, cand = load_model(base_tag), load_model(candidate_tag)
@@ -74,11 +75,19 @@ def compare_models(base_tag: str, candidate_tag: str, *, topic: Path | None = No
         raise EvalInputError(f"{base.tag} and {cand.tag} have no task in common")
     plan = plan_sources(topic, stance, ner, data_dir, shared, limit)
     seed = int((base.training.get("config") or {}).get("seed", 13))
-    sets = read_sets(plan, base.schema.tasks, seed)
+    # Scored as `khabar eval` scores the base: its target names and its held-out split; a file
+    # whose split the candidate drew otherwise is left out (the candidate trained on its rows).
+    unfair = unfair_for_compare(plan, base.training, cand.training)
+    apply_trained_target_maps(plan, base.training)
+    apply_trained_holdouts(plan, base.training)
+    sets = [s for s in read_sets(plan, base.schema.tasks, seed) if s.path not in unfair]
+    if not sets:
+        raise EvalInputError(f"no file can be compared fairly: {'; '.join(unfair.values())}")
     check_same_labels(sets, base.schema.tasks, cand.schema.tasks)
     runs = [evaluate_model(m, sets, batch_size=batch_size, n_boot=n_boot, progress=progress, log=log)
             for m in (base, cand)]
     out = compare_runs(sets, runs[0], runs[1], n_boot=n_boot)
+    out["not_compared"] = unfair
     out["metrics"] = {r.name: {k: v.metrics for k, v in r.results.items()} for r in runs}
     return out
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from khabar.eval.datasets import EvalInputError, EvalSet, plan_sources, read_sets
 from khabar.eval.evaluate import SystemRun
+from khabar.eval.trained_files import apply_trained_holdouts, apply_trained_target_maps, unfair_for_compare
 
 
 @dataclass
@@ -41,50 +42,6 @@ def model_tasks(tag: str) -> tuple[str, dict[str, list[str]], dict]:
     return full, tasks, training
 
 
-def apply_trained_target_maps(plan: dict, training: dict) -> dict[str, dict]:
-    """Give each planned stance file the ``target_map`` the model was trained with for the same
-    file (matched on its last two path parts, e.g. ``mawqif/train.jsonl``), unless the file
-    already has one: a model that learnt Mawqif's targets under Arabic names is scored under those
-    names. Returns ``{file: map}`` for the report's settings."""
-    cfg_tasks = (training.get("config") or {}).get("tasks") or {}
-    trained = {}
-    for part in ("train", "dev"):
-        for src in (cfg_tasks.get("stance") or {}).get(part) or []:
-            mapping = (src.get("options") or {}).get("target_map")
-            if mapping:
-                trained[Path(src["path"]).parts[-2:]] = mapping
-    applied = {}
-    for src in plan.get("stance", []):
-        mapping = trained.get(Path(src.path).parts[-2:])
-        if mapping and "target_map" not in src.options:
-            src.options = {**src.options, "target_map": mapping}
-            applied[str(src.path)] = mapping
-    return applied
-
-
-def apply_trained_holdouts(plan: dict, training: dict) -> dict[str, dict]:
-    """Give each planned split of a file without a dev split (Mawqif's held-out 20 %) the hash
-    seed the model's config fixed for the same file (matched on its last two path parts), so the
-    rows scored are exactly those the model never trained on. Without a recorded seed the split
-    follows the model's run seed, as training did. Returns ``{file: holdout}`` for the settings."""
-    cfg_tasks = (training.get("config") or {}).get("tasks") or {}
-    pinned = {}
-    for task in cfg_tasks.values():
-        for part in ("train", "dev"):
-            for src in (task or {}).get(part) or []:
-                holdout = src.get("holdout") if isinstance(src, dict) else None
-                if holdout and "seed" in holdout:
-                    pinned[Path(src["path"]).parts[-2:]] = holdout
-    applied = {}
-    for sources in plan.values():
-        for src in sources:
-            trained = pinned.get(Path(src.path).parts[-2:])
-            if src.holdout and trained and "seed" not in src.holdout:
-                src.holdout = {**src.holdout, "fraction": trained["fraction"], "seed": trained["seed"]}
-                applied[str(src.path)] = src.holdout
-    return applied
-
-
 def prepare(model: str, *, topic: Path | None = None, stance: list[Path] = (), ner: list[Path] = (),
             data_dir: Path | None = None, compare: str | None = None,
             limit: int | None = None) -> tuple[list[EvalSet], dict]:
@@ -97,12 +54,13 @@ def prepare(model: str, *, topic: Path | None = None, stance: list[Path] = (), n
     full, tasks, training = model_tasks(model)
     plan = plan_sources(topic, list(stance), list(ner), data_dir, list(tasks), limit)
     if compare:
-        other, other_tasks, _ = model_tasks(compare)
+        other, other_tasks, other_training = model_tasks(compare)
         lacking = [t for t in plan if t not in other_tasks]
         if lacking:
             raise EvalInputError(f"--compare model {other} has no {', '.join(lacking)} task "
                                  f"(it has {', '.join(other_tasks)})")
     seed = int((training.get("config") or {}).get("seed", 13))
+    unfair = unfair_for_compare(plan, training, other_training) if compare else {}
     renamed = apply_trained_target_maps(plan, training)
     holdouts = apply_trained_holdouts(plan, training)
     sets = read_sets(plan, tasks, seed)
@@ -112,7 +70,7 @@ def prepare(model: str, *, topic: Path | None = None, stance: list[Path] = (), n
         check_same_labels(sets, tasks, other_tasks)
     settings = {"model": full, "compare": compare, "limit": limit, "seed": seed,
                 "data_dir": str(data_dir) if data_dir else None, "target_maps": renamed,
-                "holdouts": holdouts,
+                "holdouts": holdouts, "not_compared": unfair,
                 "files": {s.key: {"path": s.path, "n": len(s.examples), "skipped": s.skipped,
                                   "repaired": s.repaired} for s in sets}}
     return sets, settings
@@ -158,5 +116,10 @@ def run_evaluation(model: str, sets: list[EvalSet], settings: dict, *, compare: 
         del loaded  # one model in memory at a time
         ev.other = evaluate_model(load_model(compare), sets, batch_size=batch_size, n_boot=n_boot,
                                   progress=progress, log=log)
-        ev.vs_other = compare_runs(sets, ev.other, ev.model, n_boot=n_boot)
+        skipped = settings.get("not_compared") or {}
+        for eset in sets:
+            if eset.path in skipped:
+                ev.warnings.append(f"{eset.key}: not compared with {compare}: {skipped[eset.path]}")
+        fair = [s for s in sets if s.path not in skipped]
+        ev.vs_other = compare_runs(fair, ev.other, ev.model, n_boot=n_boot)
     return ev
