@@ -10,18 +10,28 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def _config_sources(training: dict, parts: tuple[str, ...] = ("train", "dev")) -> list:
+    """Every source (a path string or a dict with ``path``) of every task in the model's config,
+    from its ``parts`` (train and dev lists)."""
+    cfg_tasks = (training.get("config") or {}).get("tasks") or {}
+    out = []
+    for task in cfg_tasks.values():
+        for part in parts:
+            sources = (task or {}).get(part) or []
+            out += [sources] if isinstance(sources, (str, dict)) else list(sources)
+    return out
+
+
 def apply_trained_target_maps(plan: dict, training: dict) -> dict[str, dict]:
     """Give each planned stance file the ``target_map`` the model was trained with for the same
     file (matched on its last two path parts, e.g. ``mawqif/train.jsonl``), unless the file
     already has one: a model that learnt Mawqif's targets under Arabic names is scored under those
     names. Returns ``{file: map}`` for the report's settings."""
-    cfg_tasks = (training.get("config") or {}).get("tasks") or {}
     trained = {}
-    for part in ("train", "dev"):
-        for src in (cfg_tasks.get("stance") or {}).get(part) or []:
-            mapping = (src.get("options") or {}).get("target_map")
-            if mapping:
-                trained[Path(src["path"]).parts[-2:]] = mapping
+    for src in _config_sources(training):
+        mapping = ((src.get("options") or {}) if isinstance(src, dict) else {}).get("target_map")
+        if mapping:
+            trained[Path(src["path"]).parts[-2:]] = mapping
     applied = {}
     for src in plan.get("stance", []):
         mapping = trained.get(Path(src.path).parts[-2:])
@@ -29,17 +39,6 @@ def apply_trained_target_maps(plan: dict, training: dict) -> dict[str, dict]:
             src.options = {**src.options, "target_map": mapping}
             applied[str(src.path)] = mapping
     return applied
-
-
-def _config_sources(training: dict) -> list:
-    """Every source (a path string or a dict with ``path``) of every task in the model's config."""
-    cfg_tasks = (training.get("config") or {}).get("tasks") or {}
-    out = []
-    for task in cfg_tasks.values():
-        for part in ("train", "dev"):
-            sources = (task or {}).get(part) or []
-            out += [sources] if isinstance(sources, (str, dict)) else list(sources)
-    return out
 
 
 def _pinned_holdouts(training: dict) -> dict[tuple[str, ...], dict]:
@@ -73,7 +72,7 @@ def holdout_splits(plan: dict, training: dict) -> dict[str, tuple[float, int]]:
     file that has no dev split: the fraction its config gave the file and the seed it pinned, else
     the run's seed (as training drew it)."""
     run_seed = int((training.get("config") or {}).get("seed", 13))
-    drawn = {Path(src["path"]).parts[-2:]: src["holdout"] for src in _config_sources(training)
+    drawn = {Path(src["path"]).parts[-2:]: src["holdout"] for src in _config_sources(training, ("train",))
              if isinstance(src, dict) and src.get("holdout")}
     out = {}
     for sources in plan.values():
@@ -86,29 +85,25 @@ def holdout_splits(plan: dict, training: dict) -> dict[str, tuple[float, int]]:
 
 
 def scored_splits(plan: dict, training: dict) -> dict[str, tuple[float, int]]:
-    """``{file: (fraction, hash seed)}`` of the split evaluation scores a model on (what
-    :func:`apply_trained_holdouts` and the run seed make of the plan); the plan is not changed."""
+    """``{file: (fraction, hash seed)}`` of the split evaluation scores a model on: what
+    :func:`apply_trained_holdouts` makes of the plan (applied to a copy; the plan is not changed),
+    its seed otherwise the run's."""
+    import copy
+
     run_seed = int((training.get("config") or {}).get("seed", 13))
-    pinned = _pinned_holdouts(training)
-    out = {}
-    for sources in plan.values():
-        for src in sources:
-            if src.holdout:
-                split = dict(src.holdout)
-                fixed = pinned.get(Path(src.path).parts[-2:])
-                if fixed and "seed" not in split:
-                    split.update(fraction=fixed["fraction"], seed=fixed["seed"])
-                out[str(src.path)] = (float(split.get("fraction", 0.2)), int(split.get("seed", run_seed)))
-    return out
+    scored = {task: [copy.copy(src) for src in sources] for task, sources in plan.items()}
+    apply_trained_holdouts(scored, training)
+    return {str(src.path): (float(src.holdout.get("fraction", 0.2)), int(src.holdout.get("seed", run_seed)))
+            for sources in scored.values() for src in sources if src.holdout}
 
 
 def unfair_for_compare(plan: dict, training: dict, other_training: dict) -> dict[str, str]:
     """Files the compared model may have trained on rows of: the split it held out of the file
     differs from the one scored (another seed or fraction). ``{file: why}``; the comparison leaves
-    them out rather than credit a model for rows it saw. A model that never read the file is fair."""
+    them out rather than credit a model for rows it saw. A model that never trained on the file is fair."""
     scored, theirs = scored_splits(plan, training), holdout_splits(plan, other_training)
     read = {Path(src if isinstance(src, str) else src.get("path", "")).parts[-2:]
-            for src in _config_sources(other_training)}
+            for src in _config_sources(other_training, ("train",))}
     return {path: f"the compared model held out another split of it (fraction {theirs[path][0]:g}, hash "
                   f"seed {theirs[path][1]}; scored: fraction {split[0]:g}, seed {split[1]}), so it trained "
                   f"on some of the rows scored here"

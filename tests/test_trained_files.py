@@ -60,8 +60,10 @@ def test_a_compared_model_that_held_out_another_split_is_not_credited_with_its_r
     from khabar.training.config import Source
 
     def trained(seed, holdout):
-        return {"config": {"seed": seed, "tasks": {"stance": {"train": [
-            "/d/stance/ans/train.jsonl", {"path": "/d/stance/mawqif/train.jsonl", "holdout": holdout}]}}}}
+        # As the store records a config: the train split and its dev complement, same fraction and seed.
+        return {"config": {"seed": seed, "tasks": {"stance": {
+            "train": ["/d/stance/ans/train.jsonl", {"path": "/d/stance/mawqif/train.jsonl", "holdout": holdout}],
+            "dev": [{"path": "/d/stance/mawqif/train.jsonl", "holdout": {**holdout, "take": "heldout"}}]}}}}
 
     def plan():
         return {"stance": [Source(path="/x/stance/mawqif/train.jsonl", holdout={"fraction": 0.2, "take": "heldout"}),
@@ -79,3 +81,7 @@ def test_a_compared_model_that_held_out_another_split_is_not_credited_with_its_r
     assert list(unfair_for_compare(plan(), pinned13, trained(13, {"fraction": 0.3}))) == ["/x/stance/mawqif/train.jsonl"]
     never_read = {"config": {"seed": 7, "tasks": {"stance": {"train": ["/d/stance/ans/train.jsonl"]}}}}
     assert unfair_for_compare(plan(), pinned13, never_read) == {}
+    # Scoring itself on the file (dev only) is not training on it.
+    dev_only = {"config": {"seed": 7, "tasks": {"stance": {"train": ["/d/stance/ans/train.jsonl"], "dev": [
+        {"path": "/d/stance/mawqif/train.jsonl", "holdout": {"fraction": 0.2, "take": "heldout"}}]}}}}
+    assert unfair_for_compare(plan(), pinned13, dev_only) == {}
