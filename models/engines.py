@@ -133,7 +133,8 @@ def engine_spin(spin: bool | None = None) -> bool:
 
 # -- PyTorch dynamic quantization -------------------------------------------------------------
 class TorchInt8Engine(TorchEngine):
-    """The model with its encoder's Linear layers quantized to int8 (weights; activations per call).
+    """The model with its encoder's Linear layers (and NER's own top layers') quantized to int8
+    (weights; activations per call).
 
     The heads stay fp32: they are a sliver of the compute and carry the decision boundaries.
     """
@@ -147,6 +148,9 @@ class TorchInt8Engine(TorchEngine):
             warnings.simplefilter("ignore", UserWarning)
             quantized.encoder = torch.ao.quantization.quantize_dynamic(
                 quantized.encoder, {torch.nn.Linear}, dtype=torch.qint8)
+            if getattr(quantized, "ner_layers", None) is not None:  # NER's own top layers
+                quantized.ner_layers = torch.ao.quantization.quantize_dynamic(
+                    quantized.ner_layers, {torch.nn.Linear}, dtype=torch.qint8)
         super().__init__(quantized)
 
 

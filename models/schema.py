@@ -51,6 +51,8 @@ class ModelSchema:
     # ("mean": length-weighted; "evidence": windows that take a side outweigh the ones that do not).
     stance_select: str = "first"
     stance_pool: str = "mean"
+    # How many of the encoder's top layers NER has its own copy of (models/multitask.py); 0: none.
+    ner_own_layers: int = 0
 
     def __post_init__(self) -> None:
         unknown = set(self.tasks) - set(TASKS)
@@ -62,6 +64,8 @@ class ModelSchema:
             raise ValueError(f"stride {self.stride} must be under half of max_length {self.max_length}")
         if self.stance_windows is not None and self.stance_windows < 1:
             raise ValueError(f"stance_windows must be at least 1 (or null for all), got {self.stance_windows}")
+        if self.ner_own_layers < 0:
+            raise ValueError(f"ner_own_layers must be 0 or more, got {self.ner_own_layers}")
         if self.stance_select not in ("first", "evidence"):
             raise ValueError(f"stance_select must be 'first' or 'evidence', got {self.stance_select!r}")
         if self.stance_pool not in ("mean", "evidence"):

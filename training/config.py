@@ -171,6 +171,8 @@ class TrainConfig:
     freeze_embeddings: bool = Field(default=False, strict=True)
     # Loss weights for topic and stance labels: none | sqrt_inverse (training/weighting.py).
     class_weighting: str = "none"
+    # NER's own copies of the encoder's top N layers (models/multitask.py says why); 0: shared.
+    ner_own_layers: NonNegative = 0
 
     @field_validator("class_weighting")
     @classmethod
@@ -213,6 +215,7 @@ class TrainConfig:
 
 # Frozen: a later change of a field's default must not change old configs' run folders.
 _NEWER_CONFIG_FIELDS = {"init_from": None, "freeze_embeddings": False, "class_weighting": "none",
+                        "ner_own_layers": 0,
                         "average_last_epochs": 1}
 _NEWER_TASK_FIELDS = {"max_windows": None, "repeat": 1.0, "blend_holdout": 0.0}
 _VALIDATOR = TypeAdapter(TrainConfig)

@@ -171,7 +171,8 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
     schema = ModelSchema(tasks=labels, max_length=cfg.max_length, stride=cfg.stride,
                          backbone=backbone_identity(cfg.backbone, resolved),
                          stance_windows=window_cap(cfg, "stance") if "stance" in labels else None,
-                         stance_select="evidence", stance_pool="evidence")
+                         stance_select="evidence", stance_pool="evidence",
+                         ner_own_layers=cfg.ner_own_layers if "ner" in labels else 0)
     model = KhabarModel(load_encoder(resolved), schema, dropout=cfg.dropout)
     if cfg.init_from:
         from khabar.training.warmstart import init_from_stored
@@ -182,7 +183,11 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
         # and Adam update cost ~10% of a CPU step, and a few thousand labelled rows move it little.
         model.encoder.get_input_embeddings().weight.requires_grad_(False)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    trainable = [(n, p) for n, p in model.encoder.named_parameters() if p.requires_grad]
+    # NER's own top layers are pretrained encoder layers too: they learn at the encoder's rate.
+    encoder_like = list(model.encoder.named_parameters())
+    if model.ner_layers is not None:
+        encoder_like += list(model.ner_layers.named_parameters())
+    trainable = [(n, p) for n, p in encoder_like if p.requires_grad]
     groups = [
         {"params": [p for n, p in trainable if not n.endswith(no_decay)],
          "weight_decay": cfg.weight_decay, "lr": cfg.lr},

@@ -28,7 +28,10 @@ def init_from_stored(model: KhabarModel, tag: str) -> str:
     old = ModelSchema.from_json((path / "schema.json").read_text(encoding="utf-8"))
 
     own = model.state_dict()
-    encoder = {k: v for k, v in own.items() if k.startswith("encoder.")}
+    # NER's own top layers (if any) come from the stored model when it has them; otherwise they
+    # stay the copies of this encoder's top layers that the model was built with.
+    encoder = {k: v for k, v in own.items()
+               if k.startswith("encoder.") or (k.startswith("ner_layers.") and k in stored)}
     bad = [k for k, v in encoder.items() if k not in stored or stored[k].shape != v.shape]
     if bad:
         raise ModelStoreError(
