@@ -93,7 +93,7 @@ class _AllHeads(torch.nn.Module):
         self.model = model
         self.tasks = tasks
 
-    def forward(self, input_ids, attention_mask, token_type_ids):
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask,
                          token_type_ids=token_type_ids, tasks=self.tasks)
         return tuple(out[t] for t in self.tasks)
@@ -130,9 +130,12 @@ def export_onnx(model: torch.nn.Module, out_dir: Path, *, tokenizer=None, weight
 
         texts, calibration = calibration_texts()
         say(f"smoothing feed-forward inputs for int8 (SmoothQuant; calibration: {calibration})")
-        smoothed = smooth_encoder(model.encoder, text_calibration(
-            tokenizer, texts, max_length=max_length, stride=model.schema.stride))
     wrapper = _AllHeads(model, tasks).eval()
+    if tokenizer is not None:
+        # Through the wrapper, so the forward pass reaches every layer the graph holds: NER's own
+        # top layers (schema.ner_own_layers) are smoothed too, not only the shared encoder's.
+        smoothed = smooth_encoder(wrapper, text_calibration(
+            tokenizer, texts, max_length=max_length, stride=model.schema.stride))
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))

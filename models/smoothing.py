@@ -116,6 +116,9 @@ def smooth_encoder(encoder: nn.Module, batches: list[dict[str, torch.Tensor]], *
                    alpha: float = DEFAULT_ALPHA) -> int:
     """Replace the encoder's feed-forward and output linears with smoothed equivalents, in place.
 
+    ``encoder`` is any module called as ``encoder(**batch)``: the bare encoder, or the export
+    wrapper around the whole model, whose forward also runs NER's own top layers.
+
     Returns how many linears were smoothed (0 for an architecture without BERT's module names).
     """
     if not 0.0 <= alpha <= 1.0:

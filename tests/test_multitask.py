@@ -94,7 +94,8 @@ def test_own_layers_are_stored_and_exported(own_layers_tag, tmp_path):
                            stride=loaded.schema.stride)
     batch = collate(windows[:6], loaded.tokenizer.pad_token_id)
     ref = TorchEngine(loaded.model)(batch, ("topic", "ner"))
-    export_onnx(loaded.model, tmp_path / "graph", tokenizer=loaded.tokenizer, keep_fp32=True)
+    manifest = export_onnx(loaded.model, tmp_path / "graph", tokenizer=loaded.tokenizer, keep_fp32=True)
+    assert manifest["smoothed_linears"] == 3 * (2 + 1)  # three per layer: two shared, one NER's own
     got = OnnxEngine(tmp_path / "graph" / "model.onnx", list(loaded.schema.tasks), threads=1)(batch, ("topic", "ner"))
     for task in ref:
         np.testing.assert_allclose(got[task], ref[task], atol=1e-4)
