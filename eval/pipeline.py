@@ -79,26 +79,29 @@ def prepare(model: str, *, topic: Path | None = None, stance: list[Path] = (), n
 def run_evaluation(model: str, sets: list[EvalSet], settings: dict, *, compare: str | None = None,
                    baseline: bool = False, n_boot: int = 1000, batch_size: int = 32,
                    progress: bool = True, log=print, stance_windows: str | None = None,
-                   ner_decoding: str = "viterbi") -> Evaluation:
+                   topic_windows: str | None = None, ner_decoding: str = "viterbi") -> Evaluation:
     """Score the model (and the baseline, and the compared model) on ``sets``.
 
-    ``stance_windows`` ("all" or a number) and ``ner_decoding`` ("argmax") change how the model
-    reads, for ablations; the defaults are what the service does.
+    ``stance_windows`` and ``topic_windows`` ("all" or a number) and ``ner_decoding`` ("argmax")
+    change how the model reads, for ablations; the defaults are what the service does.
     """
     from khabar.eval.compare import compare_runs
     from khabar.eval.evaluate import evaluate_model
     from khabar.models.store import load_model
 
     loaded = load_model(model)
-    if stance_windows is not None:
+    caps = {name: None if value == "all" else int(value)
+            for name, value in (("stance_windows", stance_windows), ("topic_windows", topic_windows))
+            if value is not None}
+    if caps:
         from dataclasses import replace
 
-        loaded.schema = replace(loaded.schema, stance_windows=None if stance_windows == "all" else int(stance_windows))
+        loaded.schema = replace(loaded.schema, **caps)
         loaded.model.schema = loaded.schema
     # engine: evaluate_model runs the PyTorch model as trained; the service's default int8 graph is
     # compared with it by the bench (README, "Measured results").
-    settings = dict(settings, n_boot=n_boot, stance_windows=loaded.schema.stance_windows, ner_decoding=ner_decoding,
-                    engine="fp32")
+    settings = dict(settings, n_boot=n_boot, stance_windows=loaded.schema.stance_windows,
+                    topic_windows=loaded.schema.topic_windows, ner_decoding=ner_decoding, engine="fp32")
     ev = Evaluation(sets, evaluate_model(loaded, sets, batch_size=batch_size, n_boot=n_boot, progress=progress,
                                          log=log, ner_decoding=ner_decoding), settings=settings)
     for eset in sets:

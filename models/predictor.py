@@ -239,18 +239,22 @@ class Predictor:
         tasks = tuple(t for t in ("topic", "ner") if any(t in prepared[i].tasks for i in wanted))
         windows = make_windows(self.tokenizer, [prepared[i].norm.text for i in wanted],
                                max_length=self.schema.max_length, stride=self.schema.stride)
+        cap = self.schema.topic_windows
+        if cap is not None and "ner" not in tasks:
+            windows = self._first_windows(windows, cap)  # topic alone: the rest would go unread
         logits = self._forward_windows(windows, tasks)
         by_item: dict[int, list[int]] = {}
         for w, win in enumerate(windows):
-            by_item.setdefault(win.item, []).append(w)
+            by_item.setdefault(win.item, []).append(w)  # reading order within an item
         topic_rows, topic_probs = [], []
         for k, i in enumerate(wanted):
             ws = by_item.get(k, [])
             p = prepared[i]
             if "topic" in p.tasks and ws:
+                read = ws[:cap] if cap is not None else ws
                 topic_rows.append(i)
-                topic_probs.append(pool([softmax(logits[w]["topic"]) for w in ws],
-                                        [len(windows[w]) for w in ws]))
+                topic_probs.append(pool([softmax(logits[w]["topic"]) for w in read],
+                                        [len(windows[w]) for w in read]))
             if "ner" in p.tasks:
                 results[i]["entities"] = self._entities(p.norm, [windows[w] for w in ws],
                                                         [logits[w]["ner"] for w in ws])
@@ -258,6 +262,17 @@ class Predictor:
             texts = [prepared[i].norm.original for i in topic_rows]
             for i, out in zip(topic_rows, self._decide("topic", np.stack(topic_probs), texts)):
                 results[i]["topic"] = out
+
+    @staticmethod
+    def _first_windows(windows: list[Window], cap: int) -> list[Window]:
+        """The first ``cap`` windows of each item, in the order given."""
+        seen: dict[int, int] = {}
+        kept = []
+        for win in windows:
+            seen[win.item] = seen.get(win.item, 0) + 1
+            if seen[win.item] <= cap:
+                kept.append(win)
+        return kept
 
     def _run_stance(self, prepared: list[_Prepared], results: list[dict]) -> None:
         pairs, owners = [], []

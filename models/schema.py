@@ -37,7 +37,9 @@ class ModelSchema:
     length in tokens (specials included) and ``stride`` the overlap between windows.
     ``stance_windows`` caps how many windows of an article stance reads per target (None: all):
     a model trained on the first N windows of each pair has never learnt to read stance from
-    later ones, and each extra window is one more encoder pass per target.
+    later ones, and each extra window is one more encoder pass per target. ``topic_windows`` caps
+    the windows (in reading order) whose topic scores are pooled per article (None: all): a topic
+    part trained on each article's first window (title and lead) may read later ones worse.
     """
 
     tasks: dict[str, list[str]]
@@ -46,6 +48,7 @@ class ModelSchema:
     pooling: str = "mean"
     backbone: dict = field(default_factory=dict)
     stance_windows: int | None = None
+    topic_windows: int | None = None
     # Which windows stance reads ("first": reading order; "evidence": the windows whose text shares
     # the target's rarer words, models/windows.evidence_ranked) and how their scores are pooled
     # ("mean": length-weighted; "evidence": windows that take a side outweigh the ones that do not).
@@ -64,6 +67,8 @@ class ModelSchema:
             raise ValueError(f"stride {self.stride} must be under half of max_length {self.max_length}")
         if self.stance_windows is not None and self.stance_windows < 1:
             raise ValueError(f"stance_windows must be at least 1 (or null for all), got {self.stance_windows}")
+        if self.topic_windows is not None and self.topic_windows < 1:
+            raise ValueError(f"topic_windows must be at least 1 (or null for all), got {self.topic_windows}")
         if self.ner_own_layers < 0:
             raise ValueError(f"ner_own_layers must be 0 or more, got {self.ner_own_layers}")
         if self.stance_select not in ("first", "evidence"):

@@ -158,6 +158,9 @@ def test_bad_input_stops_before_work(tiny_model_tag, topic_only_tag, files, tmp_
     assert "has no ner task" in _one_line_error(run("--model", tiny_model_tag, "--ner", str(files["ner"]),
                                                      "--compare", topic_only_tag))
     assert "nothing to evaluate" in _one_line_error(run("--model", tiny_model_tag))
+    for flag in ("--topic-windows", "--stance-windows"):
+        assert f"{flag} must be a positive number" in _one_line_error(
+            run("--model", tiny_model_tag, "--topic", str(files["topic"]), flag, "0"))
     assert not (tmp_path / "out").exists()
 
 

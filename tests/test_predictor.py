@@ -133,6 +133,32 @@ def test_stance_reads_only_the_first_windows_the_model_was_trained_on(tiny_loade
     assert engine.rows["stance"] > 2 * 2, "without a cap every window of a long article is read"
 
 
+def test_topic_pools_only_the_first_windows_when_capped(tiny_loaded):
+    from dataclasses import replace
+
+    schema = replace(tiny_loaded.schema, topic_windows=1)
+    engine = CountingEngine(tiny_loaded.model)
+    capped = Predictor(None, tiny_loaded.tokenizer, schema, batch_size=4, engine=engine)
+    long_text = " ".join([ARTICLE] * 12)
+    other_tail = " ".join([ARTICLE] * 3 + ["فاز المنتخب الوطني بكأس البطولة بعد مباراة مثيرة"] * 30)
+
+    first = capped.label_one(long_text, tasks=["topic"])
+    assert engine.rows == {"topic": 1}, "topic alone runs only the windows it pools"
+    second = capped.label_one(other_tail, tasks=["topic"])
+    assert first["topic"]["scores"] == pytest.approx(second["topic"]["scores"], abs=1e-5)
+    # With entities asked too every window runs (NER reads them all), and topic still pools one.
+    engine.rows.clear()
+    both = capped.label_one(other_tail, tasks=["topic", "entities"])
+    assert engine.rows["ner"] > 1
+    assert both["topic"]["scores"] == pytest.approx(second["topic"]["scores"], abs=1e-5)
+
+    uncapped = Predictor(tiny_loaded.model, tiny_loaded.tokenizer, tiny_loaded.schema, batch_size=4)
+    assert uncapped.label_one(other_tail, tasks=["topic"])["topic"]["scores"] != \
+        pytest.approx(second["topic"]["scores"], abs=1e-5), "without a cap the tail is pooled in"
+    with pytest.raises(ValueError, match="topic_windows"):
+        replace(tiny_loaded.schema, topic_windows=0)
+
+
 def test_models_stored_without_a_stance_cap_get_their_training_window_count(tiny_loaded):
     import copy
     import json

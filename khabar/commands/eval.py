@@ -21,6 +21,7 @@ def eval_command(
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for intervals and paired tests."),
     batch_size: int = typer.Option(32, "--batch-size", help="Windows per forward pass."),
     stance_windows: Optional[str] = typer.Option(None, "--stance-windows", help="Ablation: read N windows per (article, target), or 'all', instead of what the model was trained with."),
+    topic_windows: Optional[str] = typer.Option(None, "--topic-windows", help="Ablation: pool topic over the first N windows of each article, or 'all', instead of what the model was stored with."),
     ner_decoding: str = typer.Option("viterbi", "--ner-decoding", help="Ablation: 'argmax' decodes each word alone instead of the BIO-constrained Viterbi path."),
 ) -> None:
     """Evaluate a model on labelled files (with a baseline and a second model, if asked).
@@ -33,9 +34,10 @@ def eval_command(
     from khabar.models.store import ModelStoreError
 
     log = lambda m: typer.echo(m, err=True)  # noqa: E731
-    if stance_windows is not None and stance_windows != "all" and not (stance_windows.isdigit() and int(stance_windows) > 0):
-        typer.echo(f"error: --stance-windows must be a positive number or 'all', got {stance_windows!r}", err=True)
-        raise typer.Exit(2)
+    for flag, value in (("--stance-windows", stance_windows), ("--topic-windows", topic_windows)):
+        if value is not None and value != "all" and not (value.isdigit() and int(value) > 0):
+            typer.echo(f"error: {flag} must be a positive number or 'all', got {value!r}", err=True)
+            raise typer.Exit(2)
     if ner_decoding not in ("viterbi", "argmax"):
         typer.echo(f"error: --ner-decoding must be 'viterbi' or 'argmax', got {ner_decoding!r}", err=True)
         raise typer.Exit(2)
@@ -59,7 +61,7 @@ def eval_command(
 
     ev = run_evaluation(settings["model"], sets, settings, compare=compare, baseline=baseline,
                         n_boot=bootstrap, batch_size=batch_size, log=log, stance_windows=stance_windows,
-                        ner_decoding=ner_decoding)
+                        topic_windows=topic_windows, ner_decoding=ner_decoding)
     paths = write_report(ev, out)
     tp = ev.model.throughput()
     log(f"throughput: {tp['articles_per_s']:.1f} articles/s")
