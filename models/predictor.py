@@ -75,6 +75,18 @@ def evidence_weights(probs: list[np.ndarray], labels: list[str]) -> list[float]:
     return [float((1.0 - p[u]) ** 2 + floor) for p in probs]
 
 
+def first_windows(windows: list[Window], cap: int, key: Callable[[Window], int]) -> list[Window]:
+    """The first ``cap`` windows of each group (``key``: the article for topic, the (article,
+    target) pair for stance), order kept; make_windows emits a group's windows in reading order."""
+    seen: dict[int, int] = {}
+    kept = []
+    for win in windows:
+        seen[key(win)] = seen.get(key(win), 0) + 1
+        if seen[key(win)] <= cap:
+            kept.append(win)
+    return kept
+
+
 def pool(probs: list[np.ndarray], weights: list[float]) -> np.ndarray:
     """Weighted mean of window probabilities."""
     return np.average(np.stack(probs), axis=0, weights=np.asarray(weights, dtype=float))
@@ -241,7 +253,7 @@ class Predictor:
                                max_length=self.schema.max_length, stride=self.schema.stride)
         cap = self.schema.topic_windows
         if cap is not None and "ner" not in tasks:
-            windows = self._first_windows(windows, cap)  # topic alone: the rest would go unread
+            windows = first_windows(windows, cap, key=lambda w: w.item)  # topic alone: the rest go unread
         logits = self._forward_windows(windows, tasks)
         by_item: dict[int, list[int]] = {}
         for w, win in enumerate(windows):
@@ -262,17 +274,6 @@ class Predictor:
             texts = [prepared[i].norm.original for i in topic_rows]
             for i, out in zip(topic_rows, self._decide("topic", np.stack(topic_probs), texts)):
                 results[i]["topic"] = out
-
-    @staticmethod
-    def _first_windows(windows: list[Window], cap: int) -> list[Window]:
-        """The first ``cap`` windows of each item, in the order given."""
-        seen: dict[int, int] = {}
-        kept = []
-        for win in windows:
-            seen[win.item] = seen.get(win.item, 0) + 1
-            if seen[win.item] <= cap:
-                kept.append(win)
-        return kept
 
     def _run_stance(self, prepared: list[_Prepared], results: list[dict]) -> None:
         pairs, owners = [], []
@@ -319,13 +320,7 @@ class Predictor:
             ranked = evidence_ranked(windows)
             keep = sorted(i for idx in ranked.values() for i in idx[:cap])
             return [windows[i] for i in keep]
-        seen: dict[int, int] = {}
-        kept = []
-        for win in windows:  # windows of one pair come out in reading order
-            seen[win.target] = seen.get(win.target, 0) + 1
-            if seen[win.target] <= cap:
-                kept.append(win)
-        return kept
+        return first_windows(windows, cap, key=lambda w: w.target)
 
     def _decide(self, task: str, p_encoder: np.ndarray, texts: list[str],
                 targets: list[str] | None = None) -> list[dict]:
