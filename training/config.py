@@ -167,8 +167,11 @@ class TrainConfig:
     repair_bio: bool = Field(default=True, strict=True)
     # A stored model's tag: start from its weights instead of the bare backbone (retraining).
     init_from: str | None = None
-    # Keep the word-embedding table as pretrained (training/loop.py says why).
+    # Keep the word-embedding table as pretrained (training/freezing.py says why).
     freeze_embeddings: bool = Field(default=False, strict=True)
+    # Keep the embedding module and the encoder's bottom N layers as pretrained: their backward
+    # pass is skipped, so a step costs less (training/freezing.py); 0: every layer learns.
+    freeze_layers: NonNegative = 0
     # Loss weights for topic and stance labels: none | sqrt_inverse (training/weighting.py).
     class_weighting: str = "none"
     # NER's own copies of the encoder's top N layers (models/multitask.py says why); 0: shared.
@@ -215,7 +218,7 @@ class TrainConfig:
 
 # Frozen: a later change of a field's default must not change old configs' run folders.
 _NEWER_CONFIG_FIELDS = {"init_from": None, "freeze_embeddings": False, "class_weighting": "none",
-                        "ner_own_layers": 0,
+                        "ner_own_layers": 0, "freeze_layers": 0,
                         "average_last_epochs": 1}
 _NEWER_TASK_FIELDS = {"max_windows": None, "repeat": 1.0, "blend_holdout": 0.0}
 _VALIDATOR = TypeAdapter(TrainConfig)

@@ -30,8 +30,9 @@ from khabar.models.windows import collate
 from khabar.settings import use_torch_threads
 from khabar.training.averaging import average_weights, epoch_weights_path, kept_epochs, save_epoch_weights
 from khabar.training.checkpoint import load_checkpoint, save_checkpoint
-from khabar.training.config import TrainConfig
+from khabar.training.config import ConfigError, TrainConfig
 from khabar.training.data import IGNORE, build_windows, load_examples, task_labels, window_cap
+from khabar.training.freezing import freeze_encoder
 from khabar.training.plots import plot_curves
 from khabar.training.scoring import primary_metric, score_examples
 from khabar.training.weighting import PER_ROW, WEIGHTED_TASKS, class_weights, row_weights
@@ -178,10 +179,13 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
         from khabar.training.warmstart import init_from_stored
 
         log(init_from_stored(model, cfg.init_from))
-    if cfg.freeze_embeddings:
-        # The offline encoder's 113k-row table is 43M of its 65M parameters: its dense gradient
-        # and Adam update cost ~10% of a CPU step, and a few thousand labelled rows move it little.
-        model.encoder.get_input_embeddings().weight.requires_grad_(False)
+    # What stays pretrained, and why it saves time, is in training/freezing.py.
+    try:
+        frozen = freeze_encoder(model.encoder, embeddings=cfg.freeze_embeddings, layers=cfg.freeze_layers)
+    except ValueError as err:  # more layers than the backbone has: the config's fault, said as such
+        raise ConfigError(str(err)) from None
+    if frozen:
+        log(frozen)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     # NER's own top layers are pretrained encoder layers too: they learn at the encoder's rate.
     encoder_like = list(model.encoder.named_parameters())
