@@ -159,7 +159,7 @@ def test_training_fits_hybrid_heads_and_the_store_serves_them(tiny_backbone, tmp
     root = Path(__file__).resolve().parents[1]
     os.environ["KHABAR_SAMPLE"] = str(root / "data" / "sample")
     raw = yaml.safe_load((root / "configs" / "tiny.yaml").read_text())
-    raw.update(name="tiny-hybrid", epochs=1)
+    raw.update(name="tiny-hybrid", epochs=1, blend_max_rows=50)  # 52 topic rows are outside the 80
     raw["tasks"]["topic"]["train"] = {"path": raw["tasks"]["topic"]["train"], "limit": 80}
     raw["tasks"]["stance"]["blend_holdout"] = 0.3
     del raw["tasks"]["ner"]
@@ -170,6 +170,7 @@ def test_training_fits_hybrid_heads_and_the_store_serves_them(tiny_backbone, tmp
     assert set(loaded.hybrid) == {"topic", "stance"}
     assert loaded.hybrid["topic"].info["linear_train_rows"] > 80  # all rows, not the encoder's 80
     assert loaded.training["hybrid"]["stance"]["blend_rows"] > 0
+    assert loaded.training["hybrid"]["topic"]["blend_rows"] == 50  # the config's cap, not 2,000
     info = hybrid_info(loaded.hybrid)
     assert set(info["topic"]["families"]["all"]["weights"]) == {"encoder", "linear"}
     assert set(loaded.hybrid["stance"].stackers) <= {"short", "long"}

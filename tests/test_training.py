@@ -63,6 +63,34 @@ def test_multitask_run_learns_a_separable_toy_task(tiny_backbone, tmp_path):
     assert result["tag"].startswith("khabar:")
 
 
+def test_dev_only_after_the_last_epoch_keeps_the_last_epoch(tiny_backbone, tmp_path):
+    """dev_every_epoch: false skips the dev pass of every epoch but the last, whose weights are
+    the ones stored (there is nothing to compare them with)."""
+    from khabar.models.store import load_model
+    from khabar.training.loop import run_dir_for, train
+
+    cfg = from_dict(toy_config(tiny_backbone, toy_files(tmp_path), epochs=3, dev_every_epoch=False))
+    lines: list[str] = []
+    result = train(cfg, log=lines.append)
+    log = [json.loads(x) for x in (run_dir_for(cfg) / "log.jsonl").read_text().splitlines()]
+    assert [e["dev"] is None for e in log] == [True, True, False]
+    assert sum("not scored" in line for line in lines) == 2
+    training = load_model(result["tag"]).training
+    assert training["best_epoch"] == 3
+    assert training["dev_metrics"] == log[-1]["dev"]
+
+
+def test_newer_fields_at_their_defaults_keep_old_run_folders(tiny_backbone, tmp_path):
+    paths = toy_files(tmp_path, n=8)
+    plain = from_dict(toy_config(tiny_backbone, paths))
+    explicit = from_dict(toy_config(tiny_backbone, paths, dev_every_epoch=True, blend_max_rows=2000,
+                                    ner_own_layers=0, freeze_layers=0))
+    assert plain.fingerprint() == explicit.fingerprint()
+    assert from_dict(toy_config(tiny_backbone, paths, blend_max_rows=1000)).fingerprint() != plain.fingerprint()
+    with pytest.raises(ConfigError, match="blend_max_rows"):
+        from_dict(toy_config(tiny_backbone, paths, blend_max_rows=10))
+
+
 def test_frozen_embeddings_stay_pretrained_and_weighted_losses_still_learn(tiny_backbone, tmp_path):
     from safetensors.torch import load_file
 

@@ -260,8 +260,9 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
         state["train_seconds"] += time.perf_counter() - t0
         state["examples"] += seen
 
-        metrics = evaluate_dev(raw_model, tokenizer, examples, cfg)
-        score = dev_score(metrics)
+        scored = cfg.dev_every_epoch or epoch + 1 == cfg.epochs
+        metrics = evaluate_dev(raw_model, tokenizer, examples, cfg) if scored else None
+        score = dev_score(metrics) if scored else None
         entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None,
                  "dev_score": score, "dev": metrics,
                  "examples_per_s": state["examples"] / max(state["train_seconds"], 1e-9)}
@@ -270,9 +271,11 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
             fh.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
         # No loss when a run resumes from a checkpoint taken at the epoch's last step.
         loss_text = "n/a" if entry["train_loss"] is None else f"{entry['train_loss']:.4f}"
-        log(f"epoch {epoch + 1}: loss {loss_text}, dev score "
-            f"{'n/a' if score is None else f'{score:.4f}'}")
-        if score is None or state["best"] is None or score > state["best"]:
+        shown = "not scored (dev_every_epoch: false)" if not scored else "n/a" if score is None else f"{score:.4f}"
+        log(f"epoch {epoch + 1}: loss {loss_text}, dev score {shown}")
+        if not scored:
+            pass  # nothing to compare: the last epoch is scored and kept (dev_every_epoch: false)
+        elif score is None or state["best"] is None or score > state["best"]:
             state["best"], state["bad_epochs"] = score, 0
             from safetensors.torch import save_file
             with atomic_path(run_dir / "best.safetensors") as tmp:
@@ -364,7 +367,7 @@ def _fit_hybrid_heads(cfg: TrainConfig, model: KhabarModel, tokenizer, log) -> d
     loaded = LoadedModel(tag=f"{cfg.name}:training", model=model.eval(), tokenizer=tokenizer,
                          schema=model.schema, training={}, path=Path("."))
     try:
-        return fit_hybrid(loaded, cfg, log=log)
+        return fit_hybrid(loaded, cfg, max_blend_rows=cfg.blend_max_rows, log=log)
     except Exception as err:  # noqa: BLE001 - the trained encoder must not be lost to a blend failure
         log(f"warning: hybrid heads not fitted ({type(err).__name__}: {err}); the model is stored without "
             f"them; `khabar hybrid --model TAG` fits them later")

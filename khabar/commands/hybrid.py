@@ -11,7 +11,7 @@ import typer
 def hybrid_command(
     model: str = typer.Option(..., "--model", "-m", help="Stored model whose encoder the heads blend with (khabar:VERSION)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Sets KHABAR_DATA for configs that refer to ${KHABAR_DATA}; recorded absolute paths are used as they are."),
-    max_blend_rows: int = typer.Option(2000, "--max-blend-rows", min=50, help="At most this many blend rows per training source (topic: articles outside the encoder's subsample)."),
+    max_blend_rows: Optional[int] = typer.Option(None, "--max-blend-rows", min=50, help="At most this many blend rows per training source (topic: articles outside the encoder's subsample). Default: the model's training config (blend_max_rows, 2000 unless set)."),
 ) -> None:
     """Fit a TF-IDF linear part on all of each task's training rows, a stacker and decision offsets
     on rows the encoder never trained on, and store them with a copy of the model as a new
