@@ -179,6 +179,18 @@ def test_training_fits_hybrid_heads_and_the_store_serves_them(tiny_backbone, tmp
     assert set(res["topic"]["parts"]) == {"encoder", "linear", "blend"}
     assert res["topic"]["label"] == max(res["topic"]["scores"], key=res["topic"]["scores"].get)
 
+    # `khabar hybrid` refits a stored model's heads: by default with its config's cap, else the flag's.
+    from typer.testing import CliRunner
+
+    from khabar.cli import app
+
+    for flag, rows in (([], 50), (["--max-blend-rows", "51"], 51)):
+        out = CliRunner().invoke(app, ["hybrid", "--model", tag, *flag])
+        assert out.exit_code == 0, out.output
+        refit = load_model(out.stdout.strip().splitlines()[-1])
+        assert refit.training["hybrid"]["topic"]["blend_rows"] == rows
+        assert refit.training["hybrid_of"] == loaded.tag
+
 
 def test_offsets_on_blended_probabilities_equal_offsets_inside_the_stacker():
     rng = np.random.default_rng(3)
