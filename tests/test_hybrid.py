@@ -301,6 +301,22 @@ def _topic_config(train: list[dict], name: str, init_from: str | None = None, bl
                       "tasks": {"topic": {"train": train, "blend_holdout": blend_holdout}}})
 
 
+def test_blend_data_caps_rows_at_the_configs_blend_max_rows_unless_told():
+    """The cap's default lives in the config (blend_max_rows), not in blend_data's signature."""
+    from pathlib import Path
+
+    from khabar.training.config import from_dict
+    from khabar.training.hybrid import blend_data
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample" / "topic.jsonl"
+    cfg = from_dict({"name": "capped", "backbone": "tiny", "blend_max_rows": 50,
+                     "tasks": {"topic": {"train": [{"path": str(sample), "limit": 40}]}}})
+    outside = len(blend_data(cfg, "topic", max_blend_rows=1000, ancestors=[], log=lambda m: None).blend)
+    assert outside > 50  # 132 sample articles, 40 learnt by the encoder
+    assert len(blend_data(cfg, "topic", ancestors=[], log=lambda m: None).blend) == 50
+    assert len(blend_data(cfg, "topic", max_blend_rows=60, ancestors=[], log=lambda m: None).blend) == 60
+
+
 def test_blend_rows_leave_out_what_the_starting_model_trained_on(tmp_path):
     """A warm-started run (the retrain case: the base's subsample merged with new rows under new
     ids) must not fit its stacker on articles the base's encoder learnt, and its linear part must

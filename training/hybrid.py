@@ -105,14 +105,17 @@ def encoder_keys(cfg, task: str) -> set[str]:
     return keys
 
 
-def blend_data(cfg, task: str, *, max_blend_rows: int = 2000, ancestors: list | None = None,
+def blend_data(cfg, task: str, *, max_blend_rows: int | None = None, ancestors: list | None = None,
                labels: list[str] | None = None, log=print) -> BlendData:
     """All training rows and the blend rows of ``task`` for config ``cfg`` (see module doc).
 
     ``ancestors`` are the configs of the models ``cfg`` started from (default: read from the store
     by :func:`lineage`); their rows join (1) only with a label in ``labels`` when that is given.
+    ``max_blend_rows`` caps the blend rows per source (None: the config's ``blend_max_rows``).
     Raises :class:`LineageError` when an ancestor's config or data cannot be read.
     """
+    if max_blend_rows is None:
+        max_blend_rows = cfg.blend_max_rows
     from khabar.training.data import hash_unit, read_source
     from khabar.training.merge import text_key
 

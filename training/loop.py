@@ -367,7 +367,7 @@ def _fit_hybrid_heads(cfg: TrainConfig, model: KhabarModel, tokenizer, log) -> d
     loaded = LoadedModel(tag=f"{cfg.name}:training", model=model.eval(), tokenizer=tokenizer,
                          schema=model.schema, training={}, path=Path("."))
     try:
-        return fit_hybrid(loaded, cfg, max_blend_rows=cfg.blend_max_rows, log=log)
+        return fit_hybrid(loaded, cfg, log=log)
     except Exception as err:  # noqa: BLE001 - the trained encoder must not be lost to a blend failure
         log(f"warning: hybrid heads not fitted ({type(err).__name__}: {err}); the model is stored without "
             f"them; `khabar hybrid --model TAG` fits them later")
