@@ -51,4 +51,4 @@ def freeze_encoder(encoder: nn.Module, *, embeddings: bool = False, layers: int 
         return None
     count = sum(p.numel() for p in encoder.parameters() if not p.requires_grad)
     what = f"the embeddings and layers 1-{layers}" if layers else "the word-embedding table"
-    return f"frozen: {what} ({count / 1e6:.1f}M parameters kept as pretrained)"
+    return f"frozen: {what} ({count / 1e6:.1f}M parameters kept as they start: pretrained, or as init_from left them)"
