@@ -12,8 +12,8 @@ def test_probe_table_scores_every_part_on_rows_the_encoder_never_saw(tiny_model_
     row of the table carries a macro-F1 between 0 and 1."""
     rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
     unseen = tmp_path / "topic.jsonl"
-    unseen.write_text("".join(json.dumps({**r, "id": f"u{i}", "text": r["text"] + " اليوم"}, ensure_ascii=False) + "\n"
-                              for i, r in enumerate(rows)), encoding="utf-8")
+    changed = [{**r, "id": f"u{i}", "text": r["text"] + " اليوم"} for i, r in enumerate(rows)]
+    unseen.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in changed), encoding="utf-8")
     assert main(["--model", tiny_model_tag, "--train", str(unseen), "--slice", "0.3"]) == 0
     out = capsys.readouterr().out
     table = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
