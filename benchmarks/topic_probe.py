@@ -30,25 +30,21 @@ def _first_window_embeddings(loaded, texts: list[str], batch_size: int = 64) -> 
     from tqdm import tqdm
 
     from khabar.models.multitask import mean_pool
-    from khabar.models.windows import collate, make_windows
+    from khabar.models.predictor import first_windows
+    from khabar.models.windows import collate, length_sorted_batches, make_windows
 
-    windows = make_windows(loaded.tokenizer, texts, max_length=loaded.schema.max_length,
-                           stride=loaded.schema.stride)
-    first: dict = {}
-    for w in windows:
-        first.setdefault(w.item, w)
-    windows = [first[i] for i in range(len(texts))]
-    order = sorted(range(len(windows)), key=lambda i: len(windows[i]))  # less padding per batch
+    windows = first_windows(make_windows(loaded.tokenizer, texts, max_length=loaded.schema.max_length,
+                                         stride=loaded.schema.stride), 1, key=lambda w: w.item)
     model = loaded.model.eval()
     emb = np.zeros((len(texts), model.encoder.config.hidden_size), np.float32)
     logits = np.zeros((len(texts), len(loaded.schema.tasks["topic"])), np.float32)
     with torch.inference_mode():
-        for start in tqdm(range(0, len(order), batch_size), desc="encoding first windows", unit="batch"):
-            idx = order[start: start + batch_size]
+        for idx in tqdm(length_sorted_batches(windows, batch_size), desc="encoding first windows", unit="batch"):
             batch = collate([windows[i] for i in idx], loaded.tokenizer.pad_token_id)
             pooled = mean_pool(model.encoder(**batch).last_hidden_state, batch["attention_mask"])
-            emb[idx] = pooled.numpy()
-            logits[idx] = model.heads["topic"](pooled).numpy()
+            items = [windows[i].item for i in idx]
+            emb[items] = pooled.numpy()
+            logits[items] = model.heads["topic"](pooled).numpy()
     return emb, logits
 
 

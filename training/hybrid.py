@@ -370,9 +370,7 @@ def encoder_probs(predictor, task: str, examples: list, labels: list[str], progr
 
 def fit_hybrid(loaded, cfg, *, max_blend_rows: int | None = None, log=print) -> dict[str, HybridHead]:
     """Hybrid heads for every classification task of a loaded model, from its training config
-    (``max_blend_rows`` per source; None: the config's ``blend_max_rows``)."""
-    if max_blend_rows is None:
-        max_blend_rows = cfg.blend_max_rows
+    (``max_blend_rows`` per source; None: the config's ``blend_max_rows``, read by :func:`blend_data`)."""
     from tqdm.auto import tqdm
 
     from khabar.models.predictor import Predictor
