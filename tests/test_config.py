@@ -175,6 +175,37 @@ def test_the_train_command_reports_a_bad_set_in_one_line(monkeypatch):
         "target_field, target_map, text_field"]
 
 
+def test_tasks_keeps_only_the_named_tasks_and_the_rest_of_the_recipe():
+    whole = load_config(OFFLINE)
+    alone = load_config(OFFLINE, ["seed=7"], ["stance"])
+    assert list(alone.tasks) == ["stance"] and alone.seed == 7
+    assert alone.tasks["stance"] == whole.tasks["stance"]
+    assert (alone.lr, alone.epochs, alone.max_length) == (whole.lr, whole.epochs, whole.max_length)
+    # A run of a task alone lives in its own run folder, never resuming the three-task run's.
+    assert load_config(OFFLINE, [], ["stance"]).fingerprint() != whole.fingerprint()
+    assert list(load_config(OFFLINE, [], ["ner", "topic"]).tasks) == ["topic", "ner"]
+
+
+@pytest.mark.parametrize("tasks, message", [
+    (["stanse"], "does not train 'stanse'; its tasks are topic, stance, ner"),
+    ([" ", ""], "--tasks names no task"),
+])
+def test_tasks_refuses_a_task_the_config_does_not_train(tasks, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(OFFLINE, [], tasks)
+
+
+def test_the_train_command_names_an_unknown_task_in_one_line(monkeypatch):
+    from typer.testing import CliRunner
+
+    from khabar.cli import app
+
+    res = CliRunner().invoke(app, ["train", "--config", str(OFFLINE), "--tasks", "stance,entities"])
+    assert res.exit_code == 1, res.output
+    assert res.output.strip().splitlines() == [
+        f"error: {OFFLINE} does not train 'entities'; its tasks are topic, stance, ner"]
+
+
 def test_epoch_plan_gives_a_repeated_task_its_share():
     from collections import Counter
 

@@ -338,8 +338,10 @@ def _set(node: Any, parts: list[str], value: Any) -> None:
             node = node[index]
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config, apply overrides, expand variables, validate."""
+def load_config(path: str | Path, overrides: list[str] | None = None,
+                tasks: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config, apply overrides, keep only ``tasks`` of its tasks (None: all), expand
+    variables, validate."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config {path} does not exist (see configs/ for examples)")
@@ -349,8 +351,30 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
         raise ConfigError(f"config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path} must be a mapping of keys to values")
-    raw = expand_vars(apply_overrides(raw, overrides or []))
-    return from_dict(raw, where=str(path))
+    raw = apply_overrides(raw, overrides or [])
+    if tasks is not None:
+        raw = keep_tasks(raw, tasks, where=str(path))
+    return from_dict(expand_vars(raw), where=str(path))
+
+
+def keep_tasks(raw: dict, tasks: list[str], where: str = "config") -> dict:
+    """``raw`` with only the named tasks under ``tasks``, in the config's order.
+
+    For measuring a task trained alone with the rest of a recipe unchanged (the same windows,
+    repeats, schedule and seed), which tells how much the other tasks cost it. Raises
+    :class:`ConfigError` for an empty list or a task the config does not train.
+    """
+    wanted = [t.strip() for t in tasks if t.strip()]
+    if not wanted:
+        raise ConfigError("--tasks names no task; give one or more of the config's tasks")
+    present = raw.get("tasks")
+    if not isinstance(present, dict) or not present:
+        raise ConfigError(f"{where} has no tasks to choose from")
+    unknown = [t for t in wanted if t not in present]
+    if unknown:
+        raise ConfigError(f"{where} does not train {', '.join(map(repr, unknown))}; "
+                          f"its tasks are {', '.join(present)}")
+    return {**raw, "tasks": {t: spec for t, spec in present.items() if t in wanted}}
 
 
 def from_dict(raw: dict, where: str = "config") -> TrainConfig:

@@ -13,6 +13,8 @@ def train_command(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Sets KHABAR_DATA, the data folder configs refer to as ${KHABAR_DATA}."),
     set_: List[str] = typer.Option([], "--set", help="Override a config value (YAML syntax); a number in the key picks a list element: "
                                                    "--set epochs=2 --set tasks.topic.train.0.limit=500 (the first training source)."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Train only these of the config's tasks, comma-separated "
+                                        "(e.g. --tasks stance): the rest of the recipe unchanged, to measure a task alone."),
     restart: bool = typer.Option(False, "--restart", help="Discard this config's checkpoints and start over."),
 ) -> None:
     """Fine-tune a backbone on labelled files and store the model in the BentoML store.
@@ -26,7 +28,7 @@ def train_command(
     from khabar.training.readers import DataError
 
     try:
-        cfg = load_config(config, set_)
+        cfg = load_config(config, set_, tasks.split(",") if tasks is not None else None)
         from khabar.training.loop import train
 
         result = train(cfg, restart=restart, log=lambda m: typer.echo(m, err=True))
