@@ -13,7 +13,8 @@ from khabar.eval.metrics import confusion_matrix, entity_counts, reliability
 from khabar.eval.stats import (bootstrap_ci, classification_statistic, mcnemar, ner_statistic,
                                paired_bootstrap)
 from khabar.training.readers import NerExample, StanceExample, TopicExample
-from khabar.training.scoring import classification_metrics, macro_labels, ner_metrics, predict_examples
+from khabar.training.scoring import (classification_metrics, macro_labels, ner_metrics, predict_examples,
+                                     single_label)
 
 LABELS = ["economy", "sport", "culture"]
 # Six articles: gold label, what the fake model predicts, and its confidence.
@@ -73,6 +74,16 @@ def test_topic_metrics_by_hand():
     ece = (abs(0 - 0.55) + abs(0 - 0.6) + abs(1 - 0.7) + abs(1 - 0.8) + 2 * abs(1 - 0.925)) / 6
     assert m["calibration"]["ece"] == pytest.approx(ece)
     assert [b["n"] for b in m["calibration"]["bins"]] == [0, 0, 0, 0, 0, 1, 1, 1, 1, 2]
+
+
+def test_a_classifier_that_gives_every_row_one_label_is_named():
+    gold = ["against"] * 5 + ["favor"] * 3 + ["neutral"]
+    assert single_label(classification_metrics(gold, ["against"] * 9)) == "against"
+    # One row off the majority label is not a collapse, nor is a file with one gold label.
+    assert single_label(classification_metrics(gold, ["against"] * 8 + ["favor"])) is None
+    assert single_label(classification_metrics(["favor"] * 4, ["favor"] * 4)) is None
+    # A label the file's macro-F1 leaves out (ANS has no `unrelated`) predicted for every row.
+    assert single_label(classification_metrics(gold, ["unrelated"] * 9, ["against", "favor", "neutral"])) is None
 
 
 def test_macro_f1_averages_only_labels_in_the_file():

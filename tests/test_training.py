@@ -117,6 +117,18 @@ def test_frozen_embeddings_stay_pretrained_and_weighted_losses_still_learn(tiny_
     assert not stored(query).equal(pretrained[query]), "the layers above the embeddings must still train"
 
 
+def test_collapsed_heads_names_each_dev_set_whose_rows_all_got_one_label():
+    from khabar.training.loop import collapsed_heads
+    from khabar.training.scoring import classification_metrics, ner_metrics
+
+    gold = ["against", "favor", "favor", "neutral"]
+    metrics = {"stance": {"ans": classification_metrics(gold, ["favor"] * 4),
+                          "mawqif": classification_metrics(gold, gold)},
+               "ner": {"anercorp": ner_metrics([["B-LOC", "O"]], [["O", "O"]])}}
+    assert collapsed_heads(metrics) == [("stance", "ans", "favor")]
+    assert collapsed_heads({}) == []
+
+
 def test_artifact_holds_weights_schema_and_provenance(tiny_model_tag):
     from khabar.models.store import load_model, model_path
 

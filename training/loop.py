@@ -34,7 +34,7 @@ from khabar.training.config import ConfigError, TrainConfig
 from khabar.training.data import IGNORE, build_windows, load_examples, task_labels, window_cap
 from khabar.training.freezing import freeze_encoder
 from khabar.training.plots import plot_curves
-from khabar.training.scoring import primary_metric, score_examples
+from khabar.training.scoring import primary_metric, score_examples, single_label
 from khabar.training.weighting import PER_ROW, WEIGHTED_TASKS, class_weights, row_weights
 
 
@@ -122,6 +122,19 @@ def evaluate_dev(model: KhabarModel, tokenizer, examples: dict, cfg: TrainConfig
                         progress=bar.update).metrics
     model.train()
     return metrics
+
+
+def collapsed_heads(metrics: dict) -> list[tuple[str, str, str]]:
+    """(task, dev set, label) for each classification dev set whose every row got one label."""
+    found = []
+    for task, sets in metrics.items():
+        if task == "ner":
+            continue
+        for name, m in sets.items():
+            label = single_label(m)
+            if label is not None:
+                found.append((task, name, label))
+    return found
 
 
 def dev_score(metrics: dict) -> float | None:
@@ -273,6 +286,9 @@ def train(cfg: TrainConfig, *, restart: bool = False, log=print) -> dict:
         loss_text = "n/a" if entry["train_loss"] is None else f"{entry['train_loss']:.4f}"
         shown = "not scored (dev_every_epoch: false)" if not scored else "n/a" if score is None else f"{score:.4f}"
         log(f"epoch {epoch + 1}: loss {loss_text}, dev score {shown}")
+        for task, name, label in collapsed_heads(metrics or {}):
+            log(f"warning: the {task} head labels every row of dev set {name} {label!r}: it has collapsed to "
+                f"one label (a lower --set lr, or more warmup, usually avoids this)")
         if not scored:
             pass  # nothing to compare: the last epoch is scored and kept (dev_every_epoch: false)
         elif score is None or state["best"] is None or score > state["best"]:

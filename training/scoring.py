@@ -152,6 +152,23 @@ def score_examples(predictor, task: str, examples: list, labels: list[str] | Non
     return ScoredExamples(metrics, gold, pred, probs)
 
 
+def single_label(metrics: dict) -> str | None:
+    """The one label a classifier gave every row of a scored set, else None.
+
+    Read from classification metrics alone: ``label`` was predicted for support / precision
+    rows, and for every row when that is ``n`` (its recall is then 1). A head that collapsed like this (ANS trained alone at the
+    three-task learning rate did, session 15) scores its dev set with the majority label's F1
+    only, and training should say so rather than store it quietly. Needs two gold labels.
+    """
+    per_label = {lab: v for lab, v in metrics.get("per_label", {}).items() if v["support"] > 0}
+    if len(per_label) < 2:
+        return None
+    for lab, v in per_label.items():
+        if v["recall"] == 1.0 and v["precision"] > 0 and round(v["support"] / v["precision"]) == metrics["n"]:
+            return lab
+    return None
+
+
 def primary_metric(task: str, metrics: dict) -> float:
     """The number a task is judged by: topic/stance macro-F1, NER micro-F1."""
     return float(metrics[PRIMARY[task]])
